@@ -1,0 +1,1 @@
+"""HTTP layer: app factory, routers, schemas, dependencies, error handlers. Thin by design."""

@@ -1,0 +1,73 @@
+"""Every error leaves as JSON ``{"detail", "code"}`` (plus ``errors`` for bad training files)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..ml.errors import ImageTooLargeError, MLError, UnsupportedFormatError
+from ..services.errors import Conflict, InvalidRequest, NotFound, ServiceError, Unavailable
+
+log = logging.getLogger(__name__)
+
+_SERVICE_STATUS: dict[type[ServiceError], int] = {
+    InvalidRequest: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def error_response(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": "5"} if status in (429, 503) else None
+    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status, headers=headers)
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    status = next((s for cls, s in _SERVICE_STATUS.items() if isinstance(exc, cls)), 400)
+    extra = {"errors": exc.errors} if exc.errors is not None else {}
+    return error_response(status, exc.detail, exc.code, **extra)
+
+
+async def _ml_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MLError)
+    status = 415 if isinstance(exc, UnsupportedFormatError) else 413 if isinstance(exc, ImageTooLargeError) else 422
+    return error_response(status, str(exc), exc.code)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+    got = error.get("input")
+    shown = f" (got {got!r})" if isinstance(got, (str, int, float)) and len(str(got)) < 80 else ""
+    return f"{where or 'request'}: {error.get('msg', 'invalid')}{shown}"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [_describe(e) for e in exc.errors()]
+    return error_response(422, "; ".join(details), "invalid_parameter")
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail), _HTTP_CODES.get(exc.status_code, "http_error"))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error; the server log has the details", "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(MLError, _ml_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,79 @@
+"""Jobs: list, inspect, cancel, and stream their events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from ...services import training
+from ...services.context import Services
+from ...store import repository as repo
+from ..deps import QueueDep, ServicesDep
+from ..schemas import ERROR_RESPONSES, JobList, JobPublic
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+EVENT_POLL_S = 0.25
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first")
+async def list_jobs(
+    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+) -> Any:
+    return await run_in_threadpool(training.list_jobs, services, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=ERROR_RESPONSES, summary="One job")
+async def get_job(job_id: str, services: ServicesDep) -> Any:
+    """Status, progress (phase, done, total), epoch, the log so far, metrics, model id and error."""
+    return await run_in_threadpool(training.get_job, services, job_id)
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=ERROR_RESPONSES,
+    summary="Cancel a queued or running job",
+)
+async def cancel_job(job_id: str, services: ServicesDep, queue: QueueDep) -> Any:
+    """A queued job is cancelled at once; a running one stops at its next batch. 409 once it ended."""
+    job = await run_in_threadpool(training.cancel_job, services, queue, job_id)
+    return JSONResponse(job, status_code=202)
+
+
+def _fetch_events(services: Services, job_id: str, after: int) -> list[tuple[int, str, dict[str, Any]]]:
+    with services.db.session() as session:
+        return [(e.id, e.kind, e.data) for e in repo.events_after(session, job_id=job_id, after_id=after)]
+
+
+async def _event_stream(services: Services, job_id: str, request: Request, after: int) -> AsyncIterator[dict]:
+    while True:
+        events = await run_in_threadpool(_fetch_events, services, job_id, after)
+        for event_id, kind, data in events:
+            after = event_id
+            yield {"id": str(event_id), "event": kind, "data": json.dumps(data)}
+            if kind == "status" and data.get("status") in repo.FINAL_STATUSES:
+                return
+        if not events:
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(EVENT_POLL_S)
+
+
+@router.get(
+    "/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+    summary="Stream a job's progress, log lines and final status (Server-Sent Events)",
+)
+async def job_events(job_id: str, request: Request, services: ServicesDep) -> EventSourceResponse:
+    """Events, replayed from the job's start (or after `Last-Event-ID`): `progress`
+    `{phase, done, total, epoch}`, `log` `{line}`, and last `status` `{status, model_id, error}`."""
+    await run_in_threadpool(training.get_job, services, job_id)  # 404 before streaming starts
+    last = request.headers.get("last-event-id", "0")
+    after = int(last) if last.isdigit() else 0
+    return EventSourceResponse(_event_stream(services, job_id, request, after), ping=15)

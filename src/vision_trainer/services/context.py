@@ -1,0 +1,38 @@
+"""The objects every use case needs, built once per process from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..settings import Settings
+from ..store.db import Database
+from ..store.files import DataDir
+from .prediction import PredictorCache
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    files: DataDir
+    predictors: PredictorCache
+    device: str
+
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        """Make the data dir and tables if needed and connect to the database."""
+        files = DataDir(settings.data_dir)
+        files.ensure()
+        db = Database(settings.resolved_database_url)
+        db.create_tables()
+        return cls(
+            settings=settings,
+            db=db,
+            files=files,
+            predictors=PredictorCache(settings.model_cache_size),
+            device=settings.resolved_device(),
+        )
+
+    def close(self) -> None:
+        self.predictors.clear()
+        self.db.dispose()

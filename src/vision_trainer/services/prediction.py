@@ -1,0 +1,110 @@
+"""Prediction: resolve the model, keep it in memory (small LRU), decode the image, top-k."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..ml.checkpoint import load_checkpoint
+from ..ml.images import open_image
+from ..ml.predictor import Predictor
+from ..store import repository as repo
+from .errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from .context import Services
+
+
+class PredictorCache:
+    """At most ``size`` loaded models, least recently used dropped first. Thread-safe; a model is
+    loaded once even when many requests for it arrive together."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, key: str, load: Callable[[], Predictor]) -> Predictor:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            predictor = load()
+            with self._lock:
+                self._items[key] = predictor
+                self._items.move_to_end(key)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+                self._loading.pop(key, None)
+            return predictor
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def resolve_model_id(services: Services, model_id: str | None) -> str:
+    """The model a prediction uses: the one named, else the newest.
+
+    Raises:
+        NotFound: the named model does not exist.
+        Conflict: no model exists yet (``no_model``).
+    """
+    with services.db.session() as session:
+        if model_id:
+            if repo.get_model(session, model_id=model_id) is None:
+                raise NotFound(f"no model with id {model_id!r}; GET /models lists them")
+            return model_id
+        newest = repo.newest_model(session)
+        if newest is None:
+            raise Conflict("no trained model yet: POST /train first and wait for the job to succeed",
+                           code="no_model")
+        return newest.id
+
+
+def load_predictor(services: Services, model_id: str) -> Predictor:
+    def load() -> Predictor:
+        checkpoint = load_checkpoint(services.files.checkpoint_path(model_id))
+        return Predictor.from_checkpoint(checkpoint, device=services.device)
+
+    return services.predictors.get(model_id, load)
+
+
+def predict_image(
+    services: Services, data: bytes, *, model_id: str | None = None, top_k: int | None = None
+) -> dict[str, Any]:
+    """Classify one encoded image.
+
+    Returns:
+        ``{prediction, confidence, model_id, top_k: [{label, confidence}]}``.
+
+    Raises:
+        NotFound, Conflict: see ``resolve_model_id``.
+        InvalidImageError: the bytes are not a usable image.
+    """
+    resolved = resolve_model_id(services, model_id)
+    predictor = load_predictor(services, resolved)
+    image = open_image(data, draft_size=predictor.resize_size)
+    k = top_k if top_k is not None else min(5, len(predictor.class_names))
+    ranked = predictor.predict([image], top_k=k)[0]
+    return {
+        "prediction": ranked[0][0],
+        "confidence": round(ranked[0][1], 6),
+        "model_id": resolved,
+        "top_k": [{"label": label, "confidence": round(p, 6)} for label, p in ranked],
+    }

@@ -1,0 +1,340 @@
+"""Training use cases: submit an upload as a job, run a job (the one training entry point), cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..ml.backbones import resolve_backbone
+from ..ml.checkpoint import build_checkpoint, save_checkpoint
+from ..ml.data import LabelledImage, drop_duplicates, stratified_split
+from ..ml.errors import MLError, TrainingCancelled
+from ..ml.training import TrainConfig, TrainingHooks, TrainResult, train_classifier
+from ..store import repository as repo
+from ..store.files import remove_tree
+from ..store.tables import Job
+from .backbones import choose_backbone
+from .context import Services
+from .errors import Conflict, NotFound
+from .queue import JobQueue
+from .uploads import Upload, check_labels, discard, store_uploads
+from .views import job_view
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.5
+CANCEL_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A validated-shape training request; ``files[i]`` are the images of ``labels[i]``."""
+
+    labels: Sequence[str]
+    files: Sequence[Sequence[Upload]]
+    epochs: int = 5
+    backbone: str | None = None
+    test_split: float = 0.2
+    seed: int = 0
+    name: str | None = None
+    augment_views: int | None = None
+
+
+def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
+    """Check and store an upload, commit a queued job, then hand its id to the queue.
+
+    Nothing is left behind when a check fails: the files go to a private staging folder that becomes
+    the job's folder only after every check passed, and the row is written after the rename.
+
+    Returns:
+        The job view.
+
+    Raises:
+        InvalidRequest: bad labels, too few images, unusable files, unknown backbone, missing weights.
+    """
+    settings = services.settings
+    class_names = check_labels(list(request.labels), max_classes=settings.max_classes)
+    choice = choose_backbone(settings, request.backbone)
+    job_id = uuid.uuid4().hex
+    staging = services.files.staging_dir()
+    try:
+        inputs = store_uploads(request.files, staging)
+        job_dir = services.files.job_dir(job_id)
+        staging.rename(job_dir)
+    except BaseException:
+        discard(staging)
+        raise
+    params = {
+        "epochs": request.epochs,
+        "backbone": choice.spec.name,
+        "backbone_requested": choice.requested,
+        "backbone_note": choice.note,
+        "test_split": request.test_split,
+        "seed": request.seed,
+        "name": request.name,
+        "augment_views": settings.augment_views if request.augment_views is None else request.augment_views,
+    }
+    try:
+        with services.db.session() as session:
+            job = repo.create_job(
+                session, job_id=job_id, params=params, class_names=class_names, inputs=inputs
+            )
+            view = job_view(job, [])
+    except BaseException:
+        remove_tree(job_dir)
+        raise
+    queue.enqueue(job_id)
+    return view
+
+
+def get_job(services: Services, job_id: str) -> dict[str, Any]:
+    """The job view. Raises NotFound."""
+    with services.db.session() as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}; GET /jobs lists them")
+        return job_view(job, repo.log_lines(session, job_ids=[job_id])[job_id])
+
+
+def list_jobs(services: Services, *, limit: int, offset: int) -> dict[str, Any]:
+    with services.db.session() as session:
+        jobs, count = repo.list_jobs(session, limit=limit, offset=offset)
+        logs = repo.log_lines(session, job_ids=[j.id for j in jobs])
+        return {"items": [job_view(j, logs[j.id]) for j in jobs], "count": count}
+
+
+def cancel_job(services: Services, queue: JobQueue, job_id: str) -> dict[str, Any]:
+    """Cancel a queued job at once, or flag a running one to stop at its next batch.
+
+    Raises:
+        NotFound: no such job.
+        Conflict: the job already ended (``job_finished``).
+    """
+    with services.db.session() as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}; GET /jobs lists them")
+        now = repo.now()
+        if repo.set_job_status(
+            session, job_id=job_id, expected=["queued"], status="cancelled", finished_at=now,
+            phase="done", cancel_requested=True,
+        ):
+            repo.add_event(session, job_id=job_id, kind="log", data={"line": "Cancelled before it started"})
+            repo.add_event(session, job_id=job_id, kind="status",
+                           data={"status": "cancelled", "model_id": None, "error": None})
+        elif job.status == "running":
+            repo.request_cancel(session, job_id=job_id)
+        else:
+            raise Conflict(f"job {job_id} already ended ({job.status}); nothing to cancel", code="job_finished")
+    queue.cancel(job_id)
+    return get_job(services, job_id)
+
+
+# --- running a job -------------------------------------------------------------------------------
+
+
+class JobInterrupted(Exception):
+    """The runner is shutting down: the job goes back to the queue instead of ending."""
+
+
+class _JobReporter:
+    """Writes progress, log lines and cancellation checks of one running job to the database."""
+
+    def __init__(self, services: Services, job_id: str, interrupted: Callable[[], bool]) -> None:
+        self.services = services
+        self.job_id = job_id
+        self.interrupted = interrupted
+        self._last_phase = ""
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def progress(self, phase: str, done: int, total: int, epoch: int | None) -> None:
+        now = time.monotonic()
+        finished_phase = total > 0 and done >= total
+        if phase == self._last_phase and not finished_phase and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        self._last_phase, self._last_progress = phase, now
+        values: dict[str, Any] = {"phase": phase, "done": done, "total": total}
+        if epoch is not None:
+            values["epoch"] = epoch
+        with self.services.db.session() as session:
+            repo.update_job(session, job_id=self.job_id, **values)
+            repo.add_event(session, job_id=self.job_id, kind="progress", data={**values, "epoch": epoch})
+
+    def log(self, line: str) -> None:
+        log.info("job %s: %s", self.job_id, line)
+        with self.services.db.session() as session:
+            repo.add_event(session, job_id=self.job_id, kind="log", data={"line": line})
+
+    def should_stop(self) -> bool:
+        if self.interrupted():
+            raise JobInterrupted(self.job_id)
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= CANCEL_POLL_S:
+            self._last_cancel_check = now
+            with self.services.db.session() as session:
+                self._cancelled = repo.cancel_requested(session, job_id=self.job_id)
+        return self._cancelled
+
+    def hooks(self) -> TrainingHooks:
+        return TrainingHooks(progress=self.progress, log=self.log, should_stop=self.should_stop)
+
+
+def run_training_job(
+    services: Services, job_id: str, *, interrupted: Callable[[], bool] = lambda: False
+) -> str | None:
+    """Claim a queued job and train it to the end: the one entry point every runner calls.
+
+    Safe to call twice for the same job: only a caller that moves it ``queued -> running`` trains.
+    When ``interrupted()`` turns True (the runner is stopping) the job is put back in the queue.
+
+    Returns:
+        The job's final status, or None when this call did not claim the job.
+    """
+    with services.db.session() as session:
+        claimed = repo.set_job_status(
+            session, job_id=job_id, expected=["queued"], status="running", started_at=repo.now(),
+            phase="preparing", done=0, total=0, epoch=None, attempts=Job.attempts + 1,
+        )
+        job = repo.get_job(session, job_id=job_id) if claimed else None
+    if job is None:
+        return None
+    reporter = _JobReporter(services, job_id, interrupted)
+    try:
+        reporter.log(job.params["backbone_note"])
+        if job.attempts > 1:
+            reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
+        model_id = _train_and_store(services, job, reporter)
+    except JobInterrupted:
+        _requeue(services, job_id, "Interrupted: the server is stopping; the job will run again")
+        return None
+    except TrainingCancelled:
+        return _finish(services, job_id, "cancelled", reporter, line="Cancelled")
+    except MLError as exc:
+        return _finish(services, job_id, "failed", reporter, error=str(exc))
+    except Exception as exc:  # a job must end with a status whatever went wrong
+        log.exception("job %s failed", job_id)
+        return _finish(services, job_id, "failed", reporter, error=f"{type(exc).__name__}: {exc}")
+    return _finish(services, job_id, "succeeded", reporter, model_id=model_id, line=f"Saved model {model_id}")
+
+
+def _train_and_store(services: Services, job: Job, reporter: _JobReporter) -> str:
+    params = job.params
+    spec = resolve_backbone(params["backbone"])
+    job_dir = services.files.job_dir(job.id)
+    items = [LabelledImage(job_dir / i["file"], i["label"], i["sha256"]) for i in job.inputs]
+    unique, removed = drop_duplicates(items)
+    if removed:
+        reporter.log(f"Dropped {removed} exact duplicate image(s)")
+    split = stratified_split(unique, test_fraction=params["test_split"], seed=params["seed"])
+    reporter.log(f"Split: {len(split.train)} train / {len(split.test)} test images")
+    config = TrainConfig(
+        epochs=params["epochs"],
+        augment_views=params["augment_views"],
+        seed=params["seed"],
+        device=services.device,
+        num_workers=services.settings.num_workers,
+        allow_download=services.settings.download_weights,
+    )
+    result = train_classifier(spec, split, job.class_names, config, reporter.hooks())
+    reporter.progress("saving", 0, 1, params["epochs"])
+    return _save_model(services, job, result, removed=removed, split_sizes=(len(split.train), len(split.test)))
+
+
+def _save_model(
+    services: Services, job: Job, result: TrainResult, *, removed: int, split_sizes: tuple[int, int]
+) -> str:
+    spec = resolve_backbone(job.params["backbone"])
+    model_id = uuid.uuid4().hex
+    path = services.files.checkpoint_path(model_id)
+    save_checkpoint(
+        path,
+        build_checkpoint(
+            model_state_dict=result.model.state_dict(),
+            class_names=job.class_names,
+            backbone=spec.name,
+            preprocessing=spec.preprocessing(),
+            metrics=result.metrics,
+        ),
+    )
+    counts = {name: 0 for name in job.class_names}
+    for item in job.inputs:
+        counts[job.class_names[item["label"]]] += 1
+    try:
+        with services.db.session() as session:
+            repo.create_model(
+                session,
+                id=model_id,
+                job_id=job.id,
+                name=job.params.get("name") or f"{' vs '.join(job.class_names)[:150]} ({spec.name})",
+                class_names=job.class_names,
+                backbone=spec.name,
+                params={k: v for k, v in job.params.items() if k != "name"},
+                data={
+                    "per_class_counts": counts,
+                    "split_seed": job.params["seed"],
+                    "content_hash": _content_hash(job.inputs),
+                    "duplicates_removed": removed,
+                    "train_count": split_sizes[0],
+                    "test_count": split_sizes[1],
+                },
+                history=result.history,
+                metrics=result.metrics,
+            )
+            repo.update_job(session, job_id=job.id, model_id=model_id, metrics=result.metrics)
+    except BaseException:
+        remove_tree(path.parent)
+        raise
+    return model_id
+
+
+def _content_hash(inputs: list[dict[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(inputs, key=lambda i: (i["label"], i["sha256"])):
+        digest.update(f"{item['label']}:{item['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+def _finish(
+    services: Services,
+    job_id: str,
+    status: str,
+    reporter: _JobReporter,
+    *,
+    model_id: str | None = None,
+    error: str | None = None,
+    line: str | None = None,
+) -> str:
+    reporter.log(line or f"Failed: {error}")
+    with services.db.session() as session:
+        repo.update_job(
+            session, job_id=job_id, status=status, finished_at=repo.now(), phase="done", error=error,
+            done=Job.total,
+        )
+        repo.add_event(session, job_id=job_id, kind="status",
+                       data={"status": status, "model_id": model_id, "error": error})
+    return status
+
+
+def _requeue(services: Services, job_id: str, line: str) -> None:
+    with services.db.session() as session:
+        if repo.set_job_status(session, job_id=job_id, expected=["running"], status="queued",
+                               phase="queued", done=0, total=0, epoch=None):
+            repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
+
+
+def requeue_interrupted(services: Services) -> list[str]:
+    """Put jobs a dead process left ``running`` back to ``queued``; return every queued job id, oldest first."""
+    with services.db.session() as session:
+        running = [job.id for job in repo.jobs_with_status(session, statuses=["running"])]
+    for job_id in running:
+        _requeue(services, job_id, "Re-queued: the server stopped while this job ran")
+    with services.db.session() as session:
+        return [job.id for job in repo.jobs_with_status(session, statuses=["queued"])]
+

@@ -1,0 +1,58 @@
+"""Rows -> the JSON shapes of the HTTP contract."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ..store.tables import Job, Model
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC (SQLite hands datetimes back without their zone; they were stored in UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def job_view(job: Job, log: list[str]) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "progress": {"phase": job.phase, "done": job.done, "total": job.total},
+        "epoch": job.epoch,
+        "epochs": job.params.get("epochs"),
+        "class_names": job.class_names,
+        "log": log,
+        "metrics": job.metrics,
+        "model_id": job.model_id,
+        "error": job.error,
+        "params": job.params,
+        "attempts": job.attempts,
+    }
+
+
+def model_summary(model: Model) -> dict[str, Any]:
+    metrics = model.metrics or {}
+    return {
+        "model_id": model.id,
+        "job_id": model.job_id,
+        "name": model.name,
+        "class_names": model.class_names,
+        "backbone": model.backbone,
+        "created_at": iso(model.created_at),
+        "metrics": {"test_accuracy": metrics.get("test_accuracy")},
+    }
+
+
+def model_view(model: Model) -> dict[str, Any]:
+    return {
+        **model_summary(model),
+        "params": model.params,
+        "data": model.data,
+        "history": model.history,
+        "metrics": model.metrics,
+    }

@@ -1,0 +1,141 @@
+"""Queries and updates, keyword-only. Callers own the session (and so the transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .tables import Job, JobEvent, Model, utcnow
+
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+def create_job(
+    session: Session,
+    *,
+    job_id: str,
+    params: dict[str, Any],
+    class_names: list[str],
+    inputs: list[dict[str, Any]],
+) -> Job:
+    job = Job(
+        id=job_id, status="queued", params=params, class_names=class_names, inputs=inputs, phase="queued"
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, *, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(session: Session, *, limit: int, offset: int) -> tuple[list[Job], int]:
+    rows = session.scalars(
+        select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    ).all()
+    count = session.scalar(select(func.count()).select_from(Job)) or 0
+    return list(rows), count
+
+
+def jobs_with_status(session: Session, *, statuses: Sequence[str]) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.status.in_(statuses)).order_by(Job.created_at)))
+
+
+def set_job_status(
+    session: Session, *, job_id: str, expected: Sequence[str], status: str, **values: Any
+) -> bool:
+    """Compare-and-set: move the job to ``status`` only if it is in one of ``expected``.
+
+    Returns:
+        Whether this call made the change (so two claimants never both win).
+    """
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(expected)).values(status=status, **values)
+    )
+    return bool(result.rowcount)
+
+
+def update_job(session: Session, *, job_id: str, **values: Any) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def request_cancel(session: Session, *, job_id: str) -> None:
+    update_job(session, job_id=job_id, cancel_requested=True)
+
+
+def cancel_requested(session: Session, *, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def add_event(session: Session, *, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, data=data))
+
+
+def events_after(session: Session, *, job_id: str, after_id: int, limit: int = 500) -> list[JobEvent]:
+    return list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+            .order_by(JobEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+def log_lines(session: Session, *, job_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The log of each job, in order."""
+    lines: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
+    rows = session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id.in_(list(job_ids)), JobEvent.kind == "log")
+        .order_by(JobEvent.id)
+    )
+    for row in rows:
+        lines[row.job_id].append(row.data["line"])
+    return lines
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def create_model(session: Session, **values: Any) -> Model:
+    model = Model(**values)
+    session.add(model)
+    session.flush()
+    return model
+
+
+def get_model(session: Session, *, model_id: str) -> Model | None:
+    return session.get(Model, model_id)
+
+
+def get_model_for_job(session: Session, *, job_id: str) -> Model | None:
+    return session.scalar(select(Model).where(Model.job_id == job_id))
+
+
+def list_models(session: Session, *, limit: int, offset: int) -> tuple[list[Model], int]:
+    rows = session.scalars(
+        select(Model).order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)
+    ).all()
+    count = session.scalar(select(func.count()).select_from(Model)) or 0
+    return list(rows), count
+
+
+def newest_model(session: Session) -> Model | None:
+    return session.scalar(select(Model).order_by(Model.created_at.desc(), Model.id).limit(1))
+
+
+def now() -> datetime:
+    return utcnow()

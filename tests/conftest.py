@@ -1,0 +1,112 @@
+"""Shared fixtures: settings on a temporary data dir, a live app client, image factories, datasets."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vision_trainer.api.app import create_app
+from vision_trainer.settings import Settings
+
+DATASETS = Path(os.environ.get("VT_TEST_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def dataset_dir(*parts: str) -> Path:
+    """A folder of ../shared/datasets, or skip the test when the datasets are not there."""
+    path = DATASETS.joinpath(*parts)
+    if not path.is_dir():
+        pytest.skip(f"real photo dataset {path} is not available")
+    return path
+
+
+def photos(*parts: str, start: int = 0, count: int) -> list[Path]:
+    files = sorted(p for p in dataset_dir(*parts).iterdir() if p.is_file())
+    return files[start : start + count]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_torch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test depends on whatever the machine's own torch hub cache holds."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data", augment_views=0)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def image_bytes(color: tuple[int, int, int], *, size: int = 64, fmt: str = "PNG", noise: int = 0, seed: int = 0) -> bytes:
+    """A solid-colour image, optionally with noise so that every call can give distinct content."""
+    array = np.full((size, size, 3), color, dtype=np.int16)
+    if noise:
+        array += np.random.default_rng(seed).integers(-noise, noise + 1, array.shape, dtype=np.int16)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+ImageFactory = Callable[..., list[tuple[str, bytes, str]]]
+
+
+@pytest.fixture
+def colour_images() -> ImageFactory:
+    """``colour_images(color, n)`` -> multipart file tuples of ``n`` distinct noisy images."""
+
+    def make(color: tuple[int, int, int], n: int, *, size: int = 64) -> list[tuple[str, bytes, str]]:
+        return [(f"img{i}.png", image_bytes(color, size=size, noise=20, seed=i), "image/png") for i in range(n)]
+
+    return make
+
+
+def multipart(classes: dict[str, list[tuple[str, bytes, str]]], **fields: Any) -> tuple[dict, list]:
+    """(data, files) for ``POST /train`` with label1..N / files1..N in the dict's order."""
+    data = {k: str(v) for k, v in fields.items()}
+    files = []
+    for n, (label, images) in enumerate(classes.items(), start=1):
+        data[f"label{n}"] = label
+        files += [(f"files{n}", image) for image in images]
+    return data, files
+
+
+def photo_files(paths: list[Path]) -> list[tuple[str, bytes, str]]:
+    return [(p.name, p.read_bytes(), "image/jpeg") for p in paths]
+
+
+def wait_for_job(client: Any, job_id: str, *, timeout: float = 300, until: Callable[[dict], bool] | None = None) -> dict:
+    """Poll ``GET /jobs/{id}`` until it ends (or ``until(job)`` holds)."""
+    until = until or (lambda job: job["status"] in FINAL)
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/jobs/{job_id}").json()
+        if until(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} did not reach the expected state in {timeout}s: {job}")
+        time.sleep(0.2)
+
+
+def data_dir_files(root: Path) -> list[str]:
+    """Every file under the data dir except the database's own."""
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("vision_trainer.db")
+    )

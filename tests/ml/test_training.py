@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import image_bytes
+from vision_trainer.ml.backbones import resolve_backbone
+from vision_trainer.ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from vision_trainer.ml.data import LabelledImage, stratified_split
+from vision_trainer.ml.errors import CheckpointError, TrainingCancelled
+from vision_trainer.ml.images import open_image
+from vision_trainer.ml.predictor import Predictor
+from vision_trainer.ml.training import TrainConfig, TrainingHooks, train_classifier
+
+LOG_LINE = re.compile(r"^Epoch (\d+)/(\d+) Loss: \d+\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}$")
+COLOURS = [(220, 40, 40), (40, 40, 220), (40, 200, 40)]
+
+
+def colour_dataset(root: Path, per_class: int = 8) -> list[LabelledImage]:
+    items = []
+    for label, colour in enumerate(COLOURS):
+        for i in range(per_class):
+            path = root / f"{label}_{i}.png"
+            path.write_bytes(image_bytes(colour, size=48, noise=25, seed=i))
+            items.append(LabelledImage(path, label, f"{label}-{i}"))
+    return items
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("colours")
+    split = stratified_split(colour_dataset(root), test_fraction=0.25, seed=0)
+    lines: list[str] = []
+    phases: list[str] = []
+    config = TrainConfig(epochs=15, augment_views=1, pretrained=False)
+    hooks = TrainingHooks(progress=lambda phase, *_: phases.append(phase), log=lines.append)
+    result = train_classifier(resolve_backbone("resnet18"), split, ["red", "blue", "green"], config, hooks)
+    return result, lines, phases, split
+
+
+def test_training_logs_every_epoch_in_the_seed_shape(trained) -> None:
+    result, lines, phases, _ = trained
+    assert len(lines) == 15 and all(LOG_LINE.match(line) for line in lines)
+    assert [row["epoch"] for row in result.history] == list(range(1, 16))
+    assert phases[0] == "preparing" and "extracting" in phases and "training" in phases
+
+
+def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
+    result, _, _, split = trained
+    assert result.metrics["test_accuracy"] >= 0.8
+    assert result.metrics["train_count"] == len(split.train) and result.metrics["test_count"] == len(split.test)
+    assert sum(sum(row) for row in result.metrics["confusion_matrix"]) == len(split.test)
+    assert set(result.metrics["per_class"]) == {"red", "blue", "green"}
+    # one plain and one augmented view per training image, one view per test image
+    assert result.images_through_backbone == 2 * len(split.train) + len(split.test)
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Path) -> None:
+    result, _, _, split = trained
+    spec = resolve_backbone("resnet18")
+    path = tmp_path / "trained_model.pth"
+    save_checkpoint(path, build_checkpoint(model_state_dict=result.model.state_dict(), class_names=["red", "blue", "green"],
+                                           backbone="resnet18", preprocessing=spec.preprocessing(), metrics=result.metrics))
+    assert [p.name for p in tmp_path.iterdir()] == ["trained_model.pth"]  # no temp file left behind
+    checkpoint = load_checkpoint(path)
+    assert {"format_version", "model_state_dict", "class_names", "backbone", "preprocessing", "temperature",
+            "metrics", "created_at"} <= set(checkpoint)
+    assert "fc.weight" in checkpoint["model_state_dict"] and checkpoint["model_state_dict"]["fc.weight"].shape == (3, 512)
+
+    images = [open_image(item.path) for item in split.test]
+    direct = Predictor(result.model, class_names=["red", "blue", "green"], preprocessing=spec.preprocessing())
+    restored = Predictor.from_checkpoint(checkpoint)
+    assert torch.allclose(direct.probabilities(images), restored.probabilities(images), atol=1e-6)
+
+
+def test_loading_a_non_checkpoint_fails_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "x.pth"
+    torch.save({"something": 1}, path)
+    with pytest.raises(CheckpointError, match="model_state_dict"):
+        load_checkpoint(path)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_cancellation_stops_between_batches(tmp_path: Path) -> None:
+    split = stratified_split(colour_dataset(tmp_path, per_class=4), test_fraction=0.25, seed=0)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(TrainingCancelled):
+        train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"],
+                         TrainConfig(epochs=3, augment_views=0, pretrained=False, batch_size=2),
+                         TrainingHooks(should_stop=stop))
