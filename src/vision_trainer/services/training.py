@@ -315,7 +315,7 @@ def _finish(
     with services.db.session() as session:
         repo.update_job(
             session, job_id=job_id, status=status, finished_at=repo.now(), phase="done", error=error,
-            done=Job.total,
+            **({"done": Job.total} if status == "succeeded" else {}),
         )
         repo.add_event(session, job_id=job_id, kind="status",
                        data={"status": status, "model_id": model_id, "error": error})

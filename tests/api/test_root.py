@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI
+
+
+def test_root_reports_backbones_and_the_offline_fallback(client) -> None:
+    body = client.get("/").json()
+    assert body["message"] and body["version"] and body["device"] == "cpu"
+    assert {b["name"]: b["pretrained_available"] for b in body["backbones"]} == {
+        "resnet18": False,
+        "efficientnet_lite0": True,
+    }
+    assert body["default_backbone"] == "efficientnet_lite0"
+    assert "resnet18" in body["default_backbone_note"]
+
+
+def test_health(client) -> None:
+    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/ready").json() == {"status": "ok"}
+
+
+def test_readiness_fails_when_the_data_dir_is_gone(client, settings) -> None:
+    import shutil
+
+    shutil.rmtree(settings.data_dir)
+    response = client.get("/health/ready")
+    assert response.status_code == 503 and response.json()["code"] == "not_ready"
+    assert response.headers["retry-after"]
+
+
+def test_openapi_documents_the_training_form(client) -> None:
+    spec = client.get("/openapi.json").json()
+    form = spec["paths"]["/train"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"label1", "files1", "label2", "files2", "epochs", "test_split", "wait"} <= set(form["properties"])
+    assert {"/", "/jobs/{job_id}/events", "/models/{model_id}/checkpoint", "/predict"} <= set(spec["paths"])
+
+
+def test_main_module_exposes_app_for_uvicorn(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("VT_DATA_DIR", str(tmp_path))
+    main = importlib.import_module("main")
+    assert isinstance(main.app, FastAPI)
