@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         "when they are not there yet (needs network access).",
     )
     device: str = Field("auto", description="'auto' (cuda:0 when available, else cpu), 'cpu' or 'cuda:N'.")
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="Backbone runtime: 'auto' = ONNX Runtime on the CPU (PyTorch on CUDA), or force one.",
+    )
+    cache_dir: Path | None = Field(None, description="Exported ONNX backbones; default: <data dir>/cache.")
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once by the local runner.")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes for image decoding.")
     augment_views: int = Field(
@@ -55,6 +60,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'vision_trainer.db').resolve()}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     def resolved_device(self) -> str:
         """The torch device string to train and predict on."""

@@ -9,10 +9,11 @@ import torch
 from tests.conftest import image_bytes
 from vision_trainer.ml.backbones import resolve_backbone
 from vision_trainer.ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
-from vision_trainer.ml.data import LabelledImage, stratified_split
+from vision_trainer.ml.data import LabelledImage, eval_transform, stratified_split
 from vision_trainer.ml.errors import CheckpointError, TrainingCancelled
 from vision_trainer.ml.images import open_image
 from vision_trainer.ml.predictor import Predictor
+from vision_trainer.ml.runtime import RuntimeOptions
 from vision_trainer.ml.training import TrainConfig, TrainingHooks, train_classifier
 
 LOG_LINE = re.compile(r"^Epoch (\d+)/(\d+) Loss: \d+\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}$")
@@ -72,9 +73,11 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Pat
     assert "fc.weight" in checkpoint["model_state_dict"] and checkpoint["model_state_dict"]["fc.weight"].shape == (3, 512)
 
     images = [open_image(item.path) for item in split.test]
-    direct = Predictor(result.model, class_names=["red", "blue", "green"], preprocessing=spec.preprocessing())
-    restored = Predictor.from_checkpoint(checkpoint)
-    assert torch.allclose(direct.probabilities(images), restored.probabilities(images), atol=1e-6)
+    batch = torch.stack([eval_transform(spec.preprocessing())(image) for image in images])
+    with torch.inference_mode():
+        plain = torch.softmax(result.model.eval()(batch), dim=1)
+    restored = Predictor.from_checkpoint(checkpoint, runtime=RuntimeOptions("torch"))
+    assert torch.allclose(plain, restored.probabilities(images), atol=1e-6)
 
 
 def test_loading_a_non_checkpoint_fails_cleanly(tmp_path: Path) -> None:

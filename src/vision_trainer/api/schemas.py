@@ -117,6 +117,7 @@ class ServiceInfo(BaseModel):
     message: str
     version: str
     device: str
+    runtime: str
     default_backbone: str
     default_backbone_note: str
     backbones: list[BackboneInfo]

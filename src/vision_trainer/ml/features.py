@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import TrainingCancelled
+from .runtime import FeatureExtractor
 
 
 def extract_features(
-    extractor: nn.Module,
+    extractor: FeatureExtractor,
     dataset: Dataset[tuple[torch.Tensor, int]],
     *,
     device: str,
@@ -24,9 +24,9 @@ def extract_features(
     """Run ``extractor`` over ``dataset`` in batches.
 
     Args:
-        extractor: A frozen backbone in eval mode whose output is the pooled feature vector.
+        extractor: The frozen backbone (see ``runtime.build_extractor``).
         dataset: Yields ``(image tensor, label)``.
-        device: Where to run the backbone.
+        device: Where the features and labels are gathered (and the head will train).
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes decoding images while the backbone runs.
         on_batch: Called with the number of images of every finished batch.
@@ -46,14 +46,13 @@ def extract_features(
         pin_memory=device.startswith("cuda"),
     )
     features, labels = [], []
-    with torch.inference_mode():
-        for images, targets in loader:
-            if should_stop():
-                raise TrainingCancelled("cancelled during feature extraction")
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            features.append(extractor(images).float())
-            labels.append(targets.to(device))
-            on_batch(len(targets))
+    for images, targets in loader:
+        if should_stop():
+            raise TrainingCancelled("cancelled during feature extraction")
+        features.append(extractor(images).to(device).float())
+        labels.append(targets.to(device))
+        on_batch(len(targets))
     if not features:
-        return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(features), torch.cat(labels)
+        return torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device)
+    # Features made under inference_mode can't be used in autograd; a clone makes them ordinary tensors.
+    return torch.cat(features).clone(), torch.cat(labels)

@@ -12,32 +12,35 @@ from torch import nn
 from .backbones import create_backbone, freeze, resolve_backbone
 from .data import eval_transform
 from .errors import CheckpointError
+from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
 
 
 class Predictor:
-    """Backbone + head + preprocessing + temperature, ready to answer requests.
+    """Frozen feature extractor + linear head + temperature + preprocessing, ready to answer requests.
 
     Safe to call from several threads at once (inference only, no shared mutable state).
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        extractor: FeatureExtractor,
+        head: nn.Module,
         *,
         class_names: Sequence[str],
         preprocessing: Mapping[str, Any],
         temperature: float = 1.0,
-        device: str = "cpu",
     ) -> None:
-        self.model = freeze(model).to(device)
+        self.extractor = extractor
+        self.head = freeze(head).cpu()
         self.class_names = list(class_names)
         self.transform = eval_transform(preprocessing)
         self.resize_size = int(preprocessing["resize_size"])
         self.temperature = float(temperature)
-        self.device = device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Mapping[str, Any], *, device: str = "cpu") -> Predictor:
+    def from_checkpoint(
+        cls, checkpoint: Mapping[str, Any], *, runtime: RuntimeOptions = RuntimeOptions()
+    ) -> Predictor:
         """Rebuild the model described by a checkpoint dict (see ``checkpoint.load_checkpoint``).
 
         Raises:
@@ -50,20 +53,23 @@ class Predictor:
             model.load_state_dict(checkpoint["model_state_dict"])
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"weights do not fit backbone {spec.name!r}: {exc}") from None
+        head = getattr(model, spec.head_attr)
+        setattr(model, spec.head_attr, nn.Identity())
+        extractor = build_extractor(freeze(model), name=spec.name, input_size=spec.input_size, options=runtime)
         return cls(
-            model,
+            extractor,
+            head,
             class_names=class_names,
             preprocessing=checkpoint.get("preprocessing") or spec.preprocessing(),
             temperature=checkpoint.get("temperature") or 1.0,
-            device=device,
         )
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax)."""
-        batch = torch.stack([self.transform(image) for image in images]).to(self.device)
+        batch = torch.stack([self.transform(image) for image in images])
         with torch.inference_mode():
-            logits = self.model(batch).float() / self.temperature
-        return torch.softmax(logits, dim=1).cpu()
+            logits = self.head(self.extractor(batch).cpu().float()) / self.temperature
+        return torch.softmax(logits, dim=1)
 
     def predict(self, images: Sequence[Image.Image], *, top_k: int) -> list[list[tuple[str, float]]]:
         """The ``top_k`` most likely ``(label, probability)`` pairs per image, best first."""

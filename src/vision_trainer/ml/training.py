@@ -15,6 +15,7 @@ from .data import ImageDataset, Split, eval_transform, train_transform
 from .errors import InvalidDatasetError, TrainingCancelled
 from .features import extract_features
 from .metrics import classification_report
+from .runtime import RuntimeOptions, build_extractor
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,10 @@ class TrainConfig:
     momentum: float = 0.9
     augment_views: int = 2
     seed: int = 0
-    device: str = "cpu"
     num_workers: int = 0
     pretrained: bool = True
     allow_download: bool = False
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
 def _noop(*args: object) -> None:
@@ -87,11 +88,12 @@ def train_classifier(
         raise InvalidDatasetError("both the train and the test split need at least one image")
     torch.manual_seed(config.seed)
     hooks.progress("preparing", 0, 0, None)
-    extractor = freeze(
+    backbone = freeze(
         create_backbone(
             spec, num_classes=None, pretrained=config.pretrained, allow_download=config.allow_download
         )
-    ).to(config.device, memory_format=torch.channels_last)
+    )
+    extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=config.runtime)
     prep = spec.preprocessing()
     train_views = ConcatDataset(
         [ImageDataset(split.train, eval_transform(prep), draft_size=spec.resize_size)]
@@ -107,22 +109,22 @@ def train_classifier(
         done += n
         hooks.progress("extracting", done, total, None)
 
-    common = dict(device=config.device, num_workers=config.num_workers, on_batch=on_batch,
+    common = dict(device=config.runtime.device, num_workers=config.num_workers, on_batch=on_batch,
                   should_stop=hooks.should_stop)
     x_train, y_train = extract_features(extractor, train_views, **common)  # type: ignore[arg-type]
     x_test, y_test = extract_features(extractor, test_set, **common)  # type: ignore[arg-type]
 
-    head = nn.Linear(spec.feature_size, len(class_names)).to(config.device)
+    head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
     history = fit_head(head, (x_train, y_train), (x_test, y_test), config, hooks)
 
     hooks.progress("evaluating", 0, len(test_set), config.epochs)
     metrics, predictions = evaluate_head(head, x_test, y_test, class_names)
     metrics.update(train_count=len(split.train), test_count=len(split.test))
 
-    extractor = extractor.cpu().to(memory_format=torch.contiguous_format)
-    setattr(extractor, spec.head_attr, head.cpu())
+    backbone = backbone.cpu().to(memory_format=torch.contiguous_format)
+    setattr(backbone, spec.head_attr, head.cpu())
     return TrainResult(
-        model=extractor.eval(),
+        model=backbone.eval(),
         history=history,
         metrics=metrics,
         test_predictions=predictions,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ml.runtime import RuntimeOptions, resolve_runtime
 from ..settings import Settings
 from ..store.db import Database
 from ..store.files import DataDir
@@ -16,7 +17,11 @@ class Services:
     db: Database
     files: DataDir
     predictors: PredictorCache
-    device: str
+    runtime: RuntimeOptions
+
+    @property
+    def device(self) -> str:
+        return self.runtime.device
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -30,9 +35,16 @@ class Services:
             db=db,
             files=files,
             predictors=PredictorCache(settings.model_cache_size),
-            device=settings.resolved_device(),
+            runtime=runtime_options(settings),
         )
 
     def close(self) -> None:
         self.predictors.clear()
         self.db.dispose()
+
+
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    device = settings.resolved_device()
+    return RuntimeOptions(
+        kind=resolve_runtime(settings.runtime, device), device=device, cache_dir=settings.resolved_cache_dir
+    )

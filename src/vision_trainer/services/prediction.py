@@ -80,7 +80,7 @@ def resolve_model_id(services: Services, model_id: str | None) -> str:
 def load_predictor(services: Services, model_id: str) -> Predictor:
     def load() -> Predictor:
         checkpoint = load_checkpoint(services.files.checkpoint_path(model_id))
-        return Predictor.from_checkpoint(checkpoint, device=services.device)
+        return Predictor.from_checkpoint(checkpoint, runtime=services.runtime)
 
     return services.predictors.get(model_id, load)
 

@@ -238,7 +238,7 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter) -> st
         epochs=params["epochs"],
         augment_views=params["augment_views"],
         seed=params["seed"],
-        device=services.device,
+        runtime=services.runtime,
         num_workers=services.settings.num_workers,
         allow_download=services.settings.download_weights,
     )

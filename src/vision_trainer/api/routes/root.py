@@ -18,13 +18,14 @@ router = APIRouter(tags=["service"])
 
 @router.get("/", response_model=ServiceInfo, summary="Service status")
 async def root(services: ServicesDep) -> Any:
-    """The seed's `message`, plus version, device, the backbone a request without one gets (and why),
+    """The seed's `message`, plus version, device, backbone runtime (onnx or torch), the backbone a request without one gets (and why),
     and every backbone with whether its pretrained weights are available."""
     overview = await run_in_threadpool(backbone_overview, services.settings)
     return {
         "message": "Vision Trainer API is running",
         "version": __version__,
         "device": services.device,
+        "runtime": services.runtime.kind,
         **overview,
         "ui": None,
     }
