@@ -6,6 +6,7 @@ resize size it was trained with, and checkpoints copy them so serving never disa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,30 @@ def create_backbone(
     head: nn.Module = nn.Identity() if num_classes is None else nn.Linear(spec.feature_size, num_classes)
     setattr(model, spec.head_attr, head)
     return model
+
+
+_pretrained: dict[tuple[str, str, float], nn.Module] = {}
+_pretrained_lock = threading.Lock()
+
+
+def pretrained_backbone(spec: BackboneSpec, *, allow_download: bool = False) -> nn.Module:
+    """The frozen pretrained feature extractor of ``spec``, built once per process and shared.
+
+    Callers must not modify it (no ``setattr``, no training); build a model of their own with
+    ``create_backbone`` for that.
+
+    Raises:
+        WeightsUnavailableError: see ``create_backbone``.
+    """
+    path = spec.weights_file()
+    # Keyed by the weights file too, so a file placed in (or replaced in) the cache is picked up.
+    key = (spec.name, str(path), path.stat().st_mtime if path is not None and path.is_file() else 0.0)
+    with _pretrained_lock:
+        if key not in _pretrained:
+            _pretrained[key] = freeze(
+                create_backbone(spec, num_classes=None, pretrained=True, allow_download=allow_download)
+            )
+        return _pretrained[key]
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -82,10 +82,13 @@ class TorchExtractor:
 class OnnxExtractor:
     """An ONNX Runtime session with the same call signature as ``TorchExtractor`` (CPU tensors out)."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, spin: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if not spin:
+            # Spinning intra-op threads burn the cores that image decoding and the API need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
