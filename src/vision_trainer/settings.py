@@ -39,9 +39,10 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once by the local runner.")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes for image decoding.")
     augment_views: int = Field(
-        2, ge=0, le=16, description="Augmented views per training image whose features are extracted."
+        1, ge=0, le=16, description="Augmented views per training image whose features are extracted."
     )
     max_classes: int = Field(100, ge=2, le=1000, description="Most classes one training request may have.")
+    max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
     model_cache_size: int = Field(4, ge=1, le=128, description="Trained models kept in memory for /predict.")
     host: str = Field("127.0.0.1", description="Address `vision-trainer serve` / `make run` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `vision-trainer serve` / `make run` binds.")

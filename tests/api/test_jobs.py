@@ -99,6 +99,8 @@ def test_cancel_running_and_queued_jobs(client, colour_images) -> None:
     queued = client.post("/train", data=data, files=files).json()["job_id"]
 
     wait_for_job(client, running, until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0)
+    busy = client.delete(f"/jobs/{running}")
+    assert busy.status_code == 409 and busy.json()["code"] == "job_active"
     response = client.post(f"/jobs/{queued}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "cancelled"
     assert client.post(f"/jobs/{running}/cancel").status_code == 202

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import image_bytes
-from vision_trainer.ml.backbones import resolve_backbone
+from vision_trainer.ml.backbones import create_backbone, resolve_backbone
 from vision_trainer.ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from vision_trainer.ml.data import LabelledImage, eval_transform, stratified_split
 from vision_trainer.ml.errors import CheckpointError, TrainingCancelled
@@ -53,18 +53,27 @@ def test_training_logs_every_epoch_in_the_seed_shape(trained) -> None:
 def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
     result, _, _, split = trained
     assert result.metrics["test_accuracy"] >= 0.8
-    assert result.metrics["train_count"] == len(split.train) and result.metrics["test_count"] == len(split.test)
-    assert sum(sum(row) for row in result.metrics["confusion_matrix"]) == len(split.test)
-    assert set(result.metrics["per_class"]) == {"red", "blue", "green"}
-    # one plain and one augmented view per training image, one view per test image
-    assert result.images_through_backbone == 2 * len(split.train) + len(split.test)
+    metrics = result.metrics
+    # a validation fold (for the temperature) comes out of the training split, never out of the test split
+    assert metrics["validation_count"] == 3 and metrics["train_count"] + metrics["validation_count"] == len(split.train)
+    assert metrics["test_count"] == len(split.test)
+    assert sum(sum(row) for row in metrics["confusion_matrix"]) == len(split.test)
+    assert set(metrics["per_class"]) == {"red", "blue", "green"}
+    # one plain and one augmented view per training image, one view per validation and test image
+    assert result.images_through_backbone == 2 * metrics["train_count"] + metrics["validation_count"] + len(split.test)
+    assert metrics["calibration"]["temperature"] == result.temperature > 0
+    assert 0 <= metrics["calibration"]["ece_after"] <= 1 and 0 <= metrics["calibration"]["ece_before"] <= 1
+    wrong = sum(sum(row) for row in metrics["confusion_matrix"]) - sum(metrics["confusion_matrix"][i][i] for i in range(3))
+    assert len(metrics["misclassified"]) == wrong
+    test_ids = {item.path.stem for item in split.test}
+    assert all(m["image_id"] in test_ids for m in metrics["misclassified"])
 
 
 def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Path) -> None:
     result, _, _, split = trained
     spec = resolve_backbone("resnet18")
     path = tmp_path / "trained_model.pth"
-    save_checkpoint(path, build_checkpoint(model_state_dict=result.model.state_dict(), class_names=["red", "blue", "green"],
+    save_checkpoint(path, build_checkpoint(model_state_dict=result.state_dict, class_names=["red", "blue", "green"],
                                            backbone="resnet18", preprocessing=spec.preprocessing(), metrics=result.metrics))
     assert [p.name for p in tmp_path.iterdir()] == ["trained_model.pth"]  # no temp file left behind
     checkpoint = load_checkpoint(path)
@@ -74,8 +83,10 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Pat
 
     images = [open_image(item.path) for item in split.test]
     batch = torch.stack([eval_transform(spec.preprocessing())(image) for image in images])
+    model = create_backbone(spec, num_classes=3, pretrained=False)
+    model.load_state_dict(result.state_dict)
     with torch.inference_mode():
-        plain = torch.softmax(result.model.eval()(batch), dim=1)
+        plain = torch.softmax(model.eval()(batch), dim=1)
     restored = Predictor.from_checkpoint(checkpoint, runtime=RuntimeOptions("torch"))
     assert torch.allclose(plain, restored.probabilities(images), atol=1e-6)
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..ml.errors import ImageTooLargeError, MLError, UnsupportedFormatError
+from ..ml.exports import ExportError
 from ..services.errors import Conflict, InvalidRequest, NotFound, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _ml_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MLError)
-    status = 415 if isinstance(exc, UnsupportedFormatError) else 413 if isinstance(exc, ImageTooLargeError) else 422
+    status = (
+        415 if isinstance(exc, UnsupportedFormatError)
+        else 413 if isinstance(exc, ImageTooLargeError)
+        else 500 if isinstance(exc, ExportError)
+        else 422
+    )
     return error_response(status, str(exc), exc.code)
 
 

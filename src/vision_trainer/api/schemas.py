@@ -107,6 +107,19 @@ class PredictionPublic(BaseModel):
     top_k: list[RankedLabel]
 
 
+class BatchItem(BaseModel):
+    filename: str
+    prediction: str | None = None
+    confidence: float | None = None
+    top_k: list[RankedLabel] | None = None
+    error: dict[str, str] | None = None
+
+
+class BatchPredictionPublic(BaseModel):
+    model_id: str
+    predictions: list[BatchItem]
+
+
 class BackboneInfo(BaseModel):
     name: str
     pretrained_available: bool

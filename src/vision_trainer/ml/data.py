@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -76,38 +77,76 @@ def stratified_split(items: Sequence[LabelledImage], *, test_fraction: float, se
     return Split(train=train, test=test)
 
 
+def validation_fold(
+    train: Sequence[LabelledImage], *, fraction: float, seed: int, min_class_size: int = 4
+) -> Split:
+    """Carve a stratified validation fold out of a training split (returned as ``Split(train, test=fold)``).
+
+    Classes with fewer than ``min_class_size`` training images give none: with so few images every
+    one is needed to train. The fold tunes things (the temperature) that must not see the test split.
+    """
+    eligible = [i for i in train if sum(j.label == i.label for j in train) >= min_class_size]
+    if not eligible or fraction <= 0:
+        return Split(train=list(train), test=[])
+    carved = stratified_split(eligible, test_fraction=fraction, seed=seed)
+    fold = {id(i) for i in carved.test}
+    return Split(train=[i for i in train if id(i) not in fold], test=carved.test)
+
+
 def train_transform(preprocessing: Mapping[str, Any]) -> T.Compose:
-    """The seed's augmentation: random resized crop, flip, rotation, colour jitter, normalize."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(preprocessing["input_size"]),
-            T.RandomHorizontalFlip(),
-            T.RandomRotation(15),
-            T.ColorJitter(0.2, 0.2, 0.2),
-            T.ToTensor(),
-            T.Normalize(preprocessing["mean"], preprocessing["std"]),
-        ]
-    )
+    """The seed's full training pipeline, float output: augmentation, ``ToTensor``, ``Normalize``."""
+    return T.Compose([*_augment(preprocessing), T.ToTensor(), T.Normalize(preprocessing["mean"], preprocessing["std"])])
 
 
 def eval_transform(preprocessing: Mapping[str, Any]) -> T.Compose:
-    """Resize the shorter side, centre crop, normalize: used for test images and prediction."""
-    return T.Compose(
-        [
-            T.Resize(preprocessing["resize_size"]),
-            T.CenterCrop(preprocessing["input_size"]),
-            T.ToTensor(),
-            T.Normalize(preprocessing["mean"], preprocessing["std"]),
-        ]
-    )
+    """The seed's full evaluation pipeline, float output: resize, centre crop, ``ToTensor``, ``Normalize``."""
+    return T.Compose([*_resize_crop(preprocessing), T.ToTensor(), T.Normalize(preprocessing["mean"], preprocessing["std"])])
+
+
+def augment_view(preprocessing: Mapping[str, Any]) -> T.Compose:
+    """One random augmented view as uint8 ``[3, S, S]``; ``Normalizer`` finishes it on the batch."""
+    return T.Compose([*_augment(preprocessing), T.PILToTensor()])
+
+
+def plain_view(preprocessing: Mapping[str, Any]) -> T.Compose:
+    """Resize the shorter side and centre crop, as uint8 ``[3, S, S]`` (test images and prediction)."""
+    return T.Compose([*_resize_crop(preprocessing), T.PILToTensor()])
+
+
+def _augment(preprocessing: Mapping[str, Any]) -> list[Any]:
+    return [
+        T.RandomResizedCrop(preprocessing["input_size"]),
+        T.RandomHorizontalFlip(),
+        T.RandomRotation(15),
+        T.ColorJitter(0.2, 0.2, 0.2),
+    ]
+
+
+def _resize_crop(preprocessing: Mapping[str, Any]) -> list[Any]:
+    return [T.Resize(preprocessing["resize_size"]), T.CenterCrop(preprocessing["input_size"])]
+
+
+class Normalizer:
+    """uint8 image batch -> float, scaled to [0, 1] and normalized with the backbone's mean/std.
+
+    Equal to ``ToTensor`` + ``Normalize`` per image, done once per batch instead.
+    """
+
+    def __init__(self, preprocessing: Mapping[str, Any]) -> None:
+        self.mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return (batch.float().div_(255.0) - self.mean).div_(self.std)
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Decodes stored images on demand and applies ``transform``."""
+    """Decodes each stored image once and returns every view of it: uint8 ``[len(views), 3, S, S]``."""
 
-    def __init__(self, items: Sequence[LabelledImage], transform: T.Compose, *, draft_size: int) -> None:
+    def __init__(self, items: Sequence[LabelledImage], views: Sequence[Callable[[Image.Image], torch.Tensor]],
+                 *, draft_size: int) -> None:
         self.items = list(items)
-        self.transform = transform
+        self.views = list(views)
         self.draft_size = draft_size
 
     def __len__(self) -> int:
@@ -116,4 +155,4 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
         image = open_image(item.path, draft_size=self.draft_size)
-        return self.transform(image), item.label
+        return torch.stack([view(image) for view in self.views]), item.label

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from .backbones import create_backbone, freeze, resolve_backbone
-from .data import eval_transform
+from .data import Normalizer, plain_view
 from .errors import CheckpointError
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
 
@@ -33,7 +33,8 @@ class Predictor:
         self.extractor = extractor
         self.head = freeze(head).cpu()
         self.class_names = list(class_names)
-        self.transform = eval_transform(preprocessing)
+        self.transform = plain_view(preprocessing)
+        self.normalize = Normalizer(preprocessing)
         self.resize_size = int(preprocessing["resize_size"])
         self.temperature = float(temperature)
 
@@ -66,7 +67,7 @@ class Predictor:
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax)."""
-        batch = torch.stack([self.transform(image) for image in images])
+        batch = self.normalize(torch.stack([self.transform(image) for image in images]))
         with torch.inference_mode():
             logits = self.head(self.extractor(batch).cpu().float()) / self.temperature
         return torch.softmax(logits, dim=1)

@@ -6,15 +6,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset
 
-from .backbones import BackboneSpec, create_backbone, freeze
-from .data import ImageDataset, Split, eval_transform, train_transform
+from .backbones import BackboneSpec, create_backbone, freeze, pretrained_backbone
+from .data import ImageDataset, LabelledImage, Normalizer, Split, augment_view, plain_view, validation_fold
 from .errors import InvalidDatasetError, TrainingCancelled
 from .features import extract_features
-from .metrics import classification_report
+from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax
 from .runtime import RuntimeOptions, build_extractor
 
 
@@ -27,7 +27,8 @@ class TrainConfig:
     extra steps a lower rate would need are cheap, but users ask for few epochs.
 
     ``augment_views`` is the number of randomly augmented copies of every training image whose
-    features are extracted, on top of one plain (resize + centre crop) view.
+    features are extracted, on top of one plain (resize + centre crop) view. ``validation_fraction``
+    of the training split (per class) is held back to fit the confidence temperature.
     """
 
     epochs: int = 5
@@ -37,6 +38,7 @@ class TrainConfig:
     augment_views: int = 2
     seed: int = 0
     num_workers: int = 0
+    validation_fraction: float = 0.15
     pretrained: bool = True
     allow_download: bool = False
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -57,12 +59,15 @@ class TrainingHooks:
 
 @dataclass
 class TrainResult:
-    """A trained model (backbone + head, on the CPU) and what we know about it."""
+    """A trained model and what we know about it.
 
-    model: nn.Module
+    ``state_dict`` is the whole model (backbone + head) under the backbone's own key names, on the CPU.
+    """
+
+    state_dict: dict[str, torch.Tensor]
     history: list[dict[str, float]]
     metrics: dict[str, Any]
-    test_predictions: list[dict[str, Any]] = field(default_factory=list)
+    temperature: float = 1.0
     images_through_backbone: int = 0
 
 
@@ -88,20 +93,18 @@ def train_classifier(
         raise InvalidDatasetError("both the train and the test split need at least one image")
     torch.manual_seed(config.seed)
     hooks.progress("preparing", 0, 0, None)
-    backbone = freeze(
-        create_backbone(
-            spec, num_classes=None, pretrained=config.pretrained, allow_download=config.allow_download
-        )
-    )
+    if config.pretrained:
+        backbone = pretrained_backbone(spec, allow_download=config.allow_download)
+    else:
+        backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
     extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=config.runtime)
     prep = spec.preprocessing()
-    train_views = ConcatDataset(
-        [ImageDataset(split.train, eval_transform(prep), draft_size=spec.resize_size)]
-        + [ImageDataset(split.train, train_transform(prep), draft_size=spec.resize_size)]
-        * config.augment_views
-    )
-    test_set = ImageDataset(split.test, eval_transform(prep), draft_size=spec.resize_size)
-    total = len(train_views) + len(test_set)
+    views_per_image = 1 + config.augment_views
+    parts = validation_fold(split.train, fraction=config.validation_fraction, seed=config.seed)
+    fit_set = ImageDataset(parts.train, [plain_view(prep)] + [augment_view(prep)] * config.augment_views,
+                           draft_size=spec.resize_size)
+    plain_sets = [ImageDataset(items, [plain_view(prep)], draft_size=spec.resize_size) for items in (parts.test, split.test)]
+    total = len(fit_set) * views_per_image + len(parts.test) + len(split.test)
     done = 0
 
     def on_batch(n: int) -> None:
@@ -109,25 +112,32 @@ def train_classifier(
         done += n
         hooks.progress("extracting", done, total, None)
 
-    common = dict(device=config.runtime.device, num_workers=config.num_workers, on_batch=on_batch,
-                  should_stop=hooks.should_stop)
-    x_train, y_train = extract_features(extractor, train_views, **common)  # type: ignore[arg-type]
-    x_test, y_test = extract_features(extractor, test_set, **common)  # type: ignore[arg-type]
+    common = dict(normalize=Normalizer(prep), device=config.runtime.device, num_workers=config.num_workers,
+                  on_batch=on_batch, should_stop=hooks.should_stop)
+    # About one batch of config.batch_size views per forward pass, whatever the view count.
+    x_fit, y_fit = extract_features(
+        extractor, fit_set, batch_size=max(1, config.batch_size // views_per_image), **common  # type: ignore[arg-type]
+    )
+    (x_val, y_val), (x_test, y_test) = [
+        extract_features(extractor, dataset, batch_size=config.batch_size, **common)  # type: ignore[arg-type]
+        for dataset in plain_sets
+    ]
 
     head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
-    history = fit_head(head, (x_train, y_train), (x_test, y_test), config, hooks)
+    history = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks)
 
-    hooks.progress("evaluating", 0, len(test_set), config.epochs)
-    metrics, predictions = evaluate_head(head, x_test, y_test, class_names)
-    metrics.update(train_count=len(split.train), test_count=len(split.test))
+    hooks.progress("evaluating", 0, len(split.test), config.epochs)
+    temperature = fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
+    metrics = evaluate(logits_of(head, x_test), y_test.cpu().tolist(), split.test, class_names, temperature)
+    metrics.update(train_count=len(parts.train), validation_count=len(parts.test), images_through_backbone=total)
 
-    backbone = backbone.cpu().to(memory_format=torch.contiguous_format)
-    setattr(backbone, spec.head_attr, head.cpu())
+    state = {key: value.detach().cpu().contiguous() for key, value in backbone.state_dict().items()}
+    state.update({f"{spec.head_attr}.{key}": value.detach().cpu() for key, value in head.state_dict().items()})
     return TrainResult(
-        model=backbone.eval(),
+        state_dict=state,
         history=history,
         metrics=metrics,
-        test_predictions=predictions,
+        temperature=temperature,
         images_through_backbone=total,
     )
 
@@ -187,19 +197,41 @@ def accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((head(x).argmax(1) == y).float().mean())
 
 
-def evaluate_head(
-    head: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Final test metrics and, per test image, ``{index, true, predicted, confidence}``."""
+def logits_of(head: nn.Linear, x: torch.Tensor) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros((0, head.out_features))
     head.eval()
     with torch.inference_mode():
-        probs = torch.softmax(head(x), dim=1).cpu()
-    confidence, predicted = probs.max(dim=1)
-    y_true = y.cpu().tolist()
+        return head(x).cpu().double().numpy()
+
+
+def evaluate(
+    logits: np.ndarray,
+    y_true: list[int],
+    items: Sequence[LabelledImage],
+    class_names: Sequence[str],
+    temperature: float,
+) -> dict[str, Any]:
+    """The evaluation report on the test split: accuracy, per-class scores, confusion matrix,
+    misclassified images (by stored image id) and calibration before/after the temperature."""
+    before, after = softmax(logits), softmax(logits / temperature)
+    predicted = after.argmax(axis=1)
     report = classification_report(y_true, predicted.tolist(), class_names)
-    metrics = {"test_accuracy": report.pop("accuracy"), **report}
-    predictions = [
-        {"index": i, "true": t, "predicted": int(p), "confidence": round(float(c), 4)}
-        for i, (t, p, c) in enumerate(zip(y_true, predicted, confidence))
+    misclassified = [
+        {"image_id": item.path.stem, "true": class_names[t], "predicted": class_names[int(p)],
+         "confidence": round(float(after[i, p]), 4)}
+        for i, (item, t, p) in enumerate(zip(items, y_true, predicted))
+        if t != p
     ]
-    return metrics, predictions
+    return {
+        "test_accuracy": report["accuracy"],
+        "test_count": len(y_true),
+        "per_class": report["per_class"],
+        "confusion_matrix": report["confusion_matrix"],
+        "misclassified": misclassified,
+        "calibration": {
+            "temperature": temperature,
+            "ece_before": round(expected_calibration_error(before, y_true), 4),
+            "ece_after": round(expected_calibration_error(after, y_true), 4),
+        },
+    }

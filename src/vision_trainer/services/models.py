@@ -1,14 +1,34 @@
-"""Model registry use cases."""
+"""Model registry use cases: list, inspect, rename, delete, default alias, stored images, import."""
 
 from __future__ import annotations
 
+import io
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..ml.backbones import resolve_backbone
+from ..ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from ..ml.errors import CheckpointError, UnknownBackboneError
+from ..ml.predictor import Predictor
+from ..ml.runtime import RuntimeOptions
 from ..store import repository as repo
+from ..store.files import remove_tree
+from ..store.tables import Model
 from .context import Services
-from .errors import NotFound
+from .errors import InvalidRequest, NotFound
+from .uploads import check_labels
 from .views import model_summary, model_view
+
+DEFAULT_ALIAS = "default"
+MAX_CHECKPOINT_BYTES = 1 << 30
+
+
+def _require(session: Any, model_id: str) -> Model:
+    model = repo.get_model(session, model_id=model_id)
+    if model is None:
+        raise NotFound(f"no model with id {model_id!r}; GET /models lists them")
+    return model
 
 
 def list_models(services: Services, *, limit: int, offset: int) -> dict[str, Any]:
@@ -20,10 +40,44 @@ def list_models(services: Services, *, limit: int, offset: int) -> dict[str, Any
 def get_model(services: Services, model_id: str) -> dict[str, Any]:
     """Everything we know about one model. Raises NotFound."""
     with services.db.session() as session:
-        model = repo.get_model(session, model_id=model_id)
-        if model is None:
-            raise NotFound(f"no model with id {model_id!r}; GET /models lists them")
+        return model_view(_require(session, model_id))
+
+
+def rename_model(services: Services, model_id: str, name: str) -> dict[str, Any]:
+    """Raises NotFound, InvalidRequest (empty name)."""
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("name must not be empty", code="invalid_name")
+    with services.db.session() as session:
+        model = _require(session, model_id)
+        model.name = name
         return model_view(model)
+
+
+def delete_model(services: Services, model_id: str) -> None:
+    """Remove the row (and a default alias pointing at it), then its files and its cached predictor."""
+    with services.db.session() as session:
+        _require(session, model_id)
+        repo.delete_model(session, model_id=model_id)
+    services.predictors.drop(model_id)
+    remove_tree(services.files.model_dir(model_id))
+
+
+def set_default_model(services: Services, model_id: str) -> dict[str, Any]:
+    """Point the ``default`` alias at a model. Raises NotFound."""
+    with services.db.session() as session:
+        model = _require(session, model_id)
+        repo.set_alias(session, name=DEFAULT_ALIAS, model_id=model_id)
+        return model_summary(model)
+
+
+def get_default_model(services: Services) -> dict[str, Any]:
+    """The model the ``default`` alias points at. Raises NotFound when none is set."""
+    with services.db.session() as session:
+        model_id = repo.get_alias(session, name=DEFAULT_ALIAS)
+        if model_id is None:
+            raise NotFound("no default model is set; PUT /models/default with {\"model_id\"}", code="no_default")
+        return model_summary(_require(session, model_id))
 
 
 def checkpoint_file(services: Services, model_id: str) -> Path:
@@ -33,3 +87,80 @@ def checkpoint_file(services: Services, model_id: str) -> Path:
     if not path.is_file():
         raise NotFound(f"the checkpoint file of model {model_id} is missing from the data dir")
     return path
+
+
+def model_image(services: Services, model_id: str, image_id: str) -> Path:
+    """A stored training or test image of the job that trained the model. Raises NotFound."""
+    with services.db.session() as session:
+        model = _require(session, model_id)
+        job = repo.get_job(session, job_id=model.job_id) if model.job_id else None
+        entry = next((i for i in job.inputs if Path(i["file"]).stem == image_id), None) if job else None
+    if job is None or entry is None:
+        raise NotFound(f"model {model_id} has no stored image {image_id!r} (imported models and deleted jobs have none)")
+    path = services.files.job_dir(job.id) / entry["file"]
+    if not path.is_file():
+        raise NotFound(f"image {image_id} is missing from the data dir")
+    return path
+
+
+def stored_test_images(services: Services, model_id: str, limit: int) -> list[Path]:
+    """Up to ``limit`` of the model's stored test images (none for imported models)."""
+    with services.db.session() as session:
+        model = _require(session, model_id)
+        ids = list(model.data.get("test_image_ids", []))[:limit]
+    paths = []
+    for image_id in ids:
+        try:
+            paths.append(model_image(services, model_id, image_id))
+        except NotFound:
+            continue
+    return paths
+
+
+def import_model(
+    services: Services, stream: BinaryIO, *, filename: str, name: str | None = None, backbone: str | None = None
+) -> dict[str, Any]:
+    """Register a ``trained_model.pth`` made elsewhere (ours, or the seed's two-key format).
+
+    It is read with ``weights_only=True`` (a pickle that carries code is refused), its weights are
+    checked against the backbone, and only then written, in our format, under a new model id.
+
+    Raises:
+        InvalidRequest: unreadable, malicious or mismatched checkpoints, bad class names, unknown backbone.
+    """
+    data = stream.read(MAX_CHECKPOINT_BYTES + 1)
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise InvalidRequest("checkpoint is larger than 1 GiB", code="invalid_checkpoint")
+    try:
+        checkpoint = load_checkpoint(io.BytesIO(data))
+        spec = resolve_backbone(backbone or checkpoint.get("backbone") or "resnet18")
+    except (CheckpointError, UnknownBackboneError) as exc:
+        raise InvalidRequest(f"{filename!r}: {exc}", code=exc.code) from None
+    names = checkpoint["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidRequest("class_names must be a list of strings", code="invalid_checkpoint")
+    class_names = check_labels(names, max_classes=services.settings.max_classes)
+    checkpoint = {**checkpoint, "backbone": spec.name, "class_names": class_names}
+    try:
+        Predictor.from_checkpoint(checkpoint, runtime=RuntimeOptions("torch"))
+    except CheckpointError as exc:
+        raise InvalidRequest(f"{filename!r}: {exc}", code=exc.code) from None
+    model_id = uuid.uuid4().hex
+    path = services.files.checkpoint_path(model_id)
+    temperature = float(checkpoint.get("temperature") or 1.0)
+    save_checkpoint(path, build_checkpoint(
+        model_state_dict=checkpoint["model_state_dict"], class_names=class_names, backbone=spec.name,
+        preprocessing=spec.preprocessing(), temperature=temperature, metrics=None,
+    ))
+    try:
+        with services.db.session() as session:
+            model = repo.create_model(
+                session, id=model_id, job_id=None, name=(name or "").strip() or f"imported {filename}"[:200],
+                class_names=class_names, backbone=spec.name,
+                params={"imported_from": filename, "temperature": temperature},
+                data={}, history=[], metrics=None,
+            )
+            return model_view(model)
+    except BaseException:
+        remove_tree(path.parent)
+        raise

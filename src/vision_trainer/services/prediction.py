@@ -8,10 +8,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..ml.checkpoint import load_checkpoint
+from ..ml.errors import InvalidImageError
 from ..ml.images import open_image
 from ..ml.predictor import Predictor
 from ..store import repository as repo
 from .errors import Conflict, NotFound
+from .uploads import RESERVED_LABEL as UNKNOWN_LABEL
+
+DEFAULT_ALIAS = "default"
 
 if TYPE_CHECKING:
     from .context import Services
@@ -59,7 +63,7 @@ class PredictorCache:
 
 
 def resolve_model_id(services: Services, model_id: str | None) -> str:
-    """The model a prediction uses: the one named, else the newest.
+    """The model a prediction uses: the one named, else the ``default`` alias, else the newest.
 
     Raises:
         NotFound: the named model does not exist.
@@ -70,6 +74,9 @@ def resolve_model_id(services: Services, model_id: str | None) -> str:
             if repo.get_model(session, model_id=model_id) is None:
                 raise NotFound(f"no model with id {model_id!r}; GET /models lists them")
             return model_id
+        default = repo.get_alias(session, name=DEFAULT_ALIAS)
+        if default is not None:
+            return default
         newest = repo.newest_model(session)
         if newest is None:
             raise Conflict("no trained model yet: POST /train first and wait for the job to succeed",
@@ -85,13 +92,32 @@ def load_predictor(services: Services, model_id: str) -> Predictor:
     return services.predictors.get(model_id, load)
 
 
+def _answer(ranked: list[tuple[str, float]], min_confidence: float) -> dict[str, Any]:
+    label, confidence = ranked[0]
+    return {
+        "prediction": label if confidence >= min_confidence else UNKNOWN_LABEL,
+        "confidence": round(confidence, 6),
+        "top_k": [{"label": name, "confidence": round(p, 6)} for name, p in ranked],
+    }
+
+
+def _top_k(predictor: Predictor, top_k: int | None) -> int:
+    return top_k if top_k is not None else min(5, len(predictor.class_names))
+
+
 def predict_image(
-    services: Services, data: bytes, *, model_id: str | None = None, top_k: int | None = None
+    services: Services,
+    data: bytes,
+    *,
+    model_id: str | None = None,
+    top_k: int | None = None,
+    min_confidence: float = 0.0,
 ) -> dict[str, Any]:
     """Classify one encoded image.
 
     Returns:
-        ``{prediction, confidence, model_id, top_k: [{label, confidence}]}``.
+        ``{prediction, confidence, model_id, top_k: [{label, confidence}]}``; ``prediction`` is
+        ``"unknown"`` when the top confidence is below ``min_confidence``.
 
     Raises:
         NotFound, Conflict: see ``resolve_model_id``.
@@ -100,11 +126,29 @@ def predict_image(
     resolved = resolve_model_id(services, model_id)
     predictor = load_predictor(services, resolved)
     image = open_image(data, draft_size=predictor.resize_size)
-    k = top_k if top_k is not None else min(5, len(predictor.class_names))
-    ranked = predictor.predict([image], top_k=k)[0]
-    return {
-        "prediction": ranked[0][0],
-        "confidence": round(ranked[0][1], 6),
-        "model_id": resolved,
-        "top_k": [{"label": label, "confidence": round(p, 6)} for label, p in ranked],
-    }
+    ranked = predictor.predict([image], top_k=_top_k(predictor, top_k))[0]
+    return {**_answer(ranked, min_confidence), "model_id": resolved}
+
+
+def predict_batch(
+    services: Services,
+    files: list[tuple[str, bytes]],
+    *,
+    model_id: str | None = None,
+    top_k: int | None = None,
+    min_confidence: float = 0.0,
+) -> dict[str, Any]:
+    """Classify many images in one forward pass; a bad file gets an ``error`` entry in its place."""
+    resolved = resolve_model_id(services, model_id)
+    predictor = load_predictor(services, resolved)
+    entries: list[dict[str, Any]] = []
+    images = []
+    for filename, data in files:
+        try:
+            images.append(open_image(data, draft_size=predictor.resize_size))
+            entries.append({"filename": filename})
+        except InvalidImageError as exc:
+            entries.append({"filename": filename, "error": {"code": exc.code, "detail": f"{filename!r}: {exc}"}})
+    ranked = iter(predictor.predict(images, top_k=_top_k(predictor, top_k)) if images else [])
+    predictions = [entry if "error" in entry else {**entry, **_answer(next(ranked), min_confidence)} for entry in entries]
+    return {"model_id": resolved, "predictions": predictions}

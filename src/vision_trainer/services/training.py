@@ -12,7 +12,7 @@ from typing import Any
 
 from ..ml.backbones import resolve_backbone
 from ..ml.checkpoint import build_checkpoint, save_checkpoint
-from ..ml.data import LabelledImage, drop_duplicates, stratified_split
+from ..ml.data import LabelledImage, Split, drop_duplicates, stratified_split
 from ..ml.errors import MLError, TrainingCancelled
 from ..ml.training import TrainConfig, TrainingHooks, TrainResult, train_classifier
 from ..store import repository as repo
@@ -244,11 +244,11 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter) -> st
     )
     result = train_classifier(spec, split, job.class_names, config, reporter.hooks())
     reporter.progress("saving", 0, 1, params["epochs"])
-    return _save_model(services, job, result, removed=removed, split_sizes=(len(split.train), len(split.test)))
+    return _save_model(services, job, result, removed=removed, split=split)
 
 
 def _save_model(
-    services: Services, job: Job, result: TrainResult, *, removed: int, split_sizes: tuple[int, int]
+    services: Services, job: Job, result: TrainResult, *, removed: int, split: Split
 ) -> str:
     spec = resolve_backbone(job.params["backbone"])
     model_id = uuid.uuid4().hex
@@ -256,10 +256,11 @@ def _save_model(
     save_checkpoint(
         path,
         build_checkpoint(
-            model_state_dict=result.model.state_dict(),
+            model_state_dict=result.state_dict,
             class_names=job.class_names,
             backbone=spec.name,
             preprocessing=spec.preprocessing(),
+            temperature=result.temperature,
             metrics=result.metrics,
         ),
     )
@@ -281,8 +282,10 @@ def _save_model(
                     "split_seed": job.params["seed"],
                     "content_hash": _content_hash(job.inputs),
                     "duplicates_removed": removed,
-                    "train_count": split_sizes[0],
-                    "test_count": split_sizes[1],
+                    "train_count": len(split.train),
+                    "validation_count": result.metrics["validation_count"],
+                    "test_count": len(split.test),
+                    "test_image_ids": [item.path.stem for item in split.test],
                 },
                 history=result.history,
                 metrics=result.metrics,
@@ -338,3 +341,20 @@ def requeue_interrupted(services: Services) -> list[str]:
     with services.db.session() as session:
         return [job.id for job in repo.jobs_with_status(session, statuses=["queued"])]
 
+
+
+def delete_job(services: Services, job_id: str) -> None:
+    """Remove an ended job, its events and its uploaded images; its model stays.
+
+    Raises:
+        NotFound: no such job.
+        Conflict: the job is still queued or running (``job_active``).
+    """
+    with services.db.session() as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}; GET /jobs lists them")
+        if job.status in repo.ACTIVE_STATUSES:
+            raise Conflict(f"job {job_id} is {job.status}; cancel it first", code="job_active")
+        repo.delete_job(session, job_id=job_id)
+    remove_tree(services.files.job_dir(job_id))

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .tables import Job, JobEvent, Model, utcnow
+from .tables import Alias, Job, JobEvent, Model, utcnow
 
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -135,6 +135,28 @@ def list_models(session: Session, *, limit: int, offset: int) -> tuple[list[Mode
 
 def newest_model(session: Session) -> Model | None:
     return session.scalar(select(Model).order_by(Model.created_at.desc(), Model.id).limit(1))
+
+
+def delete_model(session: Session, *, model_id: str) -> None:
+    session.execute(delete(Alias).where(Alias.model_id == model_id))
+    session.execute(delete(Model).where(Model.id == model_id))
+
+
+def delete_job(session: Session, *, job_id: str) -> None:
+    session.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+    session.execute(delete(Job).where(Job.id == job_id))
+
+
+def get_alias(session: Session, *, name: str) -> str | None:
+    return session.scalar(select(Alias.model_id).where(Alias.name == name))
+
+
+def set_alias(session: Session, *, name: str, model_id: str) -> None:
+    alias = session.get(Alias, name)
+    if alias is None:
+        session.add(Alias(name=name, model_id=model_id))
+    else:
+        alias.model_id = model_id
 
 
 def now() -> datetime:

@@ -62,3 +62,12 @@ class Model(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     history: Mapped[list[Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Alias(Base):
+    """A named pointer to a model; ``default`` is the one ``/predict`` uses when none is named."""
+
+    __tablename__ = "aliases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))

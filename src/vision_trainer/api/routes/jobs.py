@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
@@ -44,6 +44,14 @@ async def cancel_job(job_id: str, services: ServicesDep, queue: QueueDep) -> Any
     """A queued job is cancelled at once; a running one stops at its next batch. 409 once it ended."""
     job = await run_in_threadpool(training.cancel_job, services, queue, job_id)
     return JSONResponse(job, status_code=202)
+
+
+@router.delete("/{job_id}", status_code=204, responses=ERROR_RESPONSES, summary="Delete an ended job")
+async def delete_job(job_id: str, services: ServicesDep) -> Response:
+    """Removes the job and its uploaded images; its model, if any, stays. 409 `job_active` while it is
+    queued or running."""
+    await run_in_threadpool(training.delete_job, services, job_id)
+    return Response(status_code=204)
 
 
 def _fetch_events(services: Services, job_id: str, after: int) -> list[tuple[int, str, dict[str, Any]]]:

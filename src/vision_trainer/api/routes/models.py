@@ -1,18 +1,30 @@
-"""Model registry: list, inspect, download the checkpoint."""
+"""Model registry: list, inspect, rename, delete, default alias, checkpoint, images, report, export, import."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
-from ...services import models
+from ...ml.images import sniff_format
+from ...services import exports, models, report
 from ..deps import ServicesDep
-from ..schemas import ERROR_RESPONSES, ModelList, ModelPublic
+from ..schemas import ERROR_RESPONSES, ModelList, ModelPublic, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+EXTENSIONS = {"onnx": "onnx", "torchscript": "pt"}
+
+
+class ModelRename(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="The new name.")
+
+
+class DefaultModelSet(BaseModel):
+    model_id: str = Field(description="The model /predict uses when a request names none.")
 
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
@@ -22,18 +34,86 @@ async def list_models(
     return await run_in_threadpool(models.list_models, services, limit=limit, offset=offset)
 
 
+@router.get("/default", response_model=ModelSummary, responses=ERROR_RESPONSES, summary="The default model")
+async def get_default(services: ServicesDep) -> Any:
+    """404 `no_default` when no default is set (then /predict uses the newest model)."""
+    return await run_in_threadpool(models.get_default_model, services)
+
+
+@router.put("/default", response_model=ModelSummary, responses=ERROR_RESPONSES, summary="Set the default model")
+async def set_default(body: DefaultModelSet, services: ServicesDep) -> Any:
+    return await run_in_threadpool(models.set_default_model, services, body.model_id)
+
+
+@router.post("/import", status_code=201, response_model=ModelPublic, responses=ERROR_RESPONSES,
+             summary="Register a trained_model.pth made elsewhere")
+async def import_model(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="A trained_model.pth: ours, or the seed's {model_state_dict, class_names}.")],
+    name: Annotated[str | None, Form(max_length=200, description="Name of the model.")] = None,
+    backbone: Annotated[str | None, Form(max_length=64, description="Backbone when the file names none (default resnet18).")] = None,
+) -> Any:
+    """Read with `weights_only=True`; a pickle that carries code is refused (422 `invalid_checkpoint`),
+    as are weights that do not fit the backbone. Registered with `metrics: null`."""
+    return await run_in_threadpool(
+        models.import_model, services, file.file, filename=file.filename or "", name=name, backbone=backbone
+    )
+
+
 @router.get("/{model_id}", response_model=ModelPublic, responses=ERROR_RESPONSES, summary="One model")
 async def get_model(model_id: str, services: ServicesDep) -> Any:
-    """Name, classes, backbone, training parameters, data summary, per-epoch history and metrics."""
+    """Name, classes, backbone, training parameters, data summary, per-epoch history and the evaluation
+    report (`metrics`: test accuracy, per-class precision/recall/F1, confusion matrix, misclassified
+    test images, calibration)."""
     return await run_in_threadpool(models.get_model, services, model_id)
 
 
-@router.get(
-    "/{model_id}/checkpoint",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
-    summary="Download trained_model.pth",
-)
+@router.patch("/{model_id}", response_model=ModelPublic, responses=ERROR_RESPONSES, summary="Rename a model")
+async def rename_model(model_id: str, body: ModelRename, services: ServicesDep) -> Any:
+    return await run_in_threadpool(models.rename_model, services, model_id, body.name)
+
+
+@router.delete("/{model_id}", status_code=204, responses=ERROR_RESPONSES, summary="Delete a model")
+async def delete_model(model_id: str, services: ServicesDep) -> Response:
+    """Files and row are removed, the in-memory copy dropped, a default alias pointing at it cleared."""
+    await run_in_threadpool(models.delete_model, services, model_id)
+    return Response(status_code=204)
+
+
+@router.get("/{model_id}/checkpoint", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
+            summary="Download trained_model.pth")
 async def download_checkpoint(model_id: str, services: ServicesDep) -> FileResponse:
     path = await run_in_threadpool(models.checkpoint_file, services, model_id)
     return FileResponse(path, media_type="application/octet-stream", filename="trained_model.pth")
+
+
+@router.get("/{model_id}/images/{image_id}", response_class=FileResponse,
+            responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
+            summary="A stored training or test image (e.g. a misclassified one)")
+async def model_image(model_id: str, image_id: str, services: ServicesDep) -> FileResponse:
+    path = await run_in_threadpool(models.model_image, services, model_id, image_id)
+    return FileResponse(path, media_type=_image_type(path.read_bytes()[:16]))
+
+
+@router.get("/{model_id}/report.png", responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
+            summary="Accuracy/loss per epoch and the confusion matrix as a picture")
+async def report_png(model_id: str, services: ServicesDep) -> Response:
+    return Response(await run_in_threadpool(report.report_png, services, model_id), media_type="image/png")
+
+
+@router.get("/{model_id}/export", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
+            summary="The whole model as one ONNX or TorchScript file")
+async def export_model(
+    model_id: str, services: ServicesDep, format: Literal["onnx", "torchscript"] = Query("onnx")  # noqa: A002
+) -> FileResponse:
+    """Output: temperature-scaled logits (softmax gives /predict's confidences), dynamic batch axis.
+    Metadata (`vt.class_names`, `vt.mean`, `vt.std`, `vt.input_size`, `vt.resize_size`, `vt.backbone`)
+    in ONNX metadata props or TorchScript `_extra_files`. Checked against PyTorch before it is served."""
+    path = await run_in_threadpool(exports.export_file, services, model_id, format)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"model-{model_id}.{EXTENSIONS[format]}")
+
+
+def _image_type(header: bytes) -> str:
+    return f"image/{(sniff_format(header) or 'octet-stream').lower()}"
