@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +22,7 @@ from PIL import Image
 from vision_trainer.api.app import create_app
 from vision_trainer.settings import Settings
 
+REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("VT_TEST_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -110,3 +116,50 @@ def data_dir_files(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("vision_trainer.db")
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`vision-trainer serve` in a child process, as `make run` starts it."""
+
+    def __init__(self, data_dir: Path, log: Path, **env: str) -> None:
+        self.port = free_port()
+        full_env = {**os.environ, "VT_DATA_DIR": str(data_dir), "VT_PORT": str(self.port),
+                    "VT_LOG_LEVEL": "warning", **env}
+        self.log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vision_trainer.cli", "serve"], cwd=REPO, env=full_env,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if self.client.get("/health/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start; see {log}")
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+        self.client.close()
+        self.log.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Servers a test starts; any still running are killed at the end."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.kill()

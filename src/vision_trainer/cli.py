@@ -26,10 +26,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    host = args.host or settings.host
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key_list:
+        logging.getLogger("vision_trainer").warning(
+            "binding %s without API keys: anyone who can reach this port can train, predict and delete; "
+            "set VT_API_KEYS", host)
     uvicorn.run(
         "vision_trainer.api.app:create_app",
         factory=True,
-        host=args.host or settings.host,
+        host=host,
         port=args.port or settings.port,
         reload=args.reload,
         log_level=settings.log_level,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -44,6 +43,25 @@ class Settings(BaseSettings):
     max_classes: int = Field(100, ge=2, le=1000, description="Most classes one training request may have.")
     max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
     model_cache_size: int = Field(4, ge=1, le=128, description="Trained models kept in memory for /predict.")
+    max_file_mb: float = Field(20, gt=0, le=10_240, description="Largest uploaded file, in MiB (images and checkpoints).")
+    max_files: int = Field(10_000, ge=1, le=1_000_000, description="Most files in one request.")
+    max_request_mb: float = Field(
+        2048, gt=0, le=1_048_576, description="Largest request body, in MiB; refused with 413 while it streams."
+    )
+    max_fields: int = Field(1_000, ge=10, le=100_000, description="Most non-file form fields in one request.")
+    max_field_kb: int = Field(64, ge=1, le=1_048_576, description="Largest non-file form field, in KiB.")
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Images with more pixels are refused before they are decoded."
+    )
+    max_queued_jobs: int = Field(100, ge=1, description="Queued jobs beyond which POST /train answers 429.")
+    max_inflight_predictions: int = Field(
+        32, ge=1, description="Predictions being served at once beyond which /predict answers 503."
+    )
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; when set, every endpoint but GET /, /health/* and the "
+        "docs needs one (Authorization: Bearer <key> or X-API-Key: <key>)."
+    )
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS (none by default).")
     host: str = Field("127.0.0.1", description="Address `vision-trainer serve` / `make run` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `vision-trainer serve` / `make run` binds.")
     log_level: str = Field("info", description="Log level of the server.")
@@ -63,6 +81,22 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'vision_trainer.db').resolve()}"
 
     @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.data_dir / "cache"
 
@@ -80,10 +114,3 @@ def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
 
-
-def cpu_count() -> int:
-    """Usable CPU cores of this process."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1

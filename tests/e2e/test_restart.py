@@ -3,67 +3,13 @@ and models trained before still answer."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import data_dir_files, photo_files, photos, wait_for_job
+from tests.conftest import Server, data_dir_files, photo_files, photos, wait_for_job
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`vision-trainer serve` in a child process, as `make run` starts it."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        env = {**os.environ, "VT_DATA_DIR": str(data_dir), "VT_PORT": str(self.port), "VT_LOG_LEVEL": "warning"}
-        self.log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vision_trainer.cli", "serve"], cwd=REPO, env=env,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if self.client.get("/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start; see {log}")
-            time.sleep(0.3)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-        self.client.close()
-        self.log.close()
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.kill()
 
 
 def test_job_killed_mid_training_runs_again_after_restart(tmp_path: Path, servers: list[Server]) -> None:

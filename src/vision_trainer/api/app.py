@@ -6,7 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import threading
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..jobs.local import LocalJobQueue
@@ -14,7 +17,10 @@ from ..services.backbones import choose_backbone
 from ..services.context import Services
 from ..settings import Settings, get_settings
 from .errors import install_error_handlers
+from .limits import RequestSizeLimit
 from .routes import jobs, models, predict, root, train
+from .schemas import AUTH_RESPONSES, ERROR_RESPONSES
+from .security import require_api_key
 
 log = logging.getLogger("vision_trainer")
 
@@ -40,11 +46,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Vision Trainer",
         version=__version__,
-        description="Upload labelled photos, train an image classifier in the background, predict.",
+        description="Upload labelled photos, train an image classifier in the background, predict. "
+        "When the server has API keys, send one as `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
         lifespan=lifespan,
+        form_limits={
+            "max_files": settings.max_files,
+            "max_fields": settings.max_fields,
+            "max_part_size": settings.max_field_kb * 1024,
+        },
     )
     app.state.settings = settings
+    app.state.predict_slots = threading.BoundedSemaphore(settings.max_inflight_predictions)
     install_error_handlers(app)
-    for module in (root, train, jobs, models, predict):
-        app.include_router(module.router)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"])
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(root.router)
+    protected = [Depends(require_api_key)]
+    for module in (train, jobs, models, predict):
+        app.include_router(module.router, dependencies=protected, responses={**ERROR_RESPONSES, **AUTH_RESPONSES})
     return app

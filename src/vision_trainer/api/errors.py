@@ -9,10 +9,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..ml.errors import ImageTooLargeError, MLError, UnsupportedFormatError
 from ..ml.exports import ExportError
-from ..services.errors import Conflict, InvalidRequest, NotFound, ServiceError, Unavailable
+from ..services.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyRequests,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +31,17 @@ _SERVICE_STATUS: dict[type[ServiceError], int] = {
     NotFound: 404,
     Conflict: 409,
     Unavailable: 503,
+    TooManyRequests: 429,
+    PayloadTooLarge: 413,
+    InsufficientStorage: 507,
 }
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_HTTP_CODES = {
+    400: "invalid_form",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
 
 
 def error_response(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
@@ -63,7 +82,22 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, str(exc.detail), _HTTP_CODES.get(exc.status_code, "http_error"))
+    detail = str(exc.detail)
+    if exc.status_code == 400 and detail.startswith("Too many files"):
+        # Starlette's multipart parser reports its file-count limit as a plain 400.
+        return error_response(413, f"{detail} (VT_MAX_FILES)", "too_many_files")
+    if exc.status_code == 413:
+        detail = "request body is larger than VT_MAX_REQUEST_MB allows"
+    response = error_response(exc.status_code, detail, _HTTP_CODES.get(exc.status_code, "http_error"))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
+    # Nobody will read this answer; the upload's temporary files are already gone with the form.
+    log.info("client disconnected during the request")
+    return error_response(400, "the client disconnected before the request was complete", "client_disconnected")
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -76,4 +110,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MLError, _ml_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

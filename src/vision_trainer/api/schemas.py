@@ -31,6 +31,10 @@ class TrainOptions(BaseModel):
         None, ge=0, le=16, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
     )
     wait: bool = Field(False, description="Block until the job ends and answer 200 with the job.")
+    skip_invalid: bool = Field(
+        False, description="Train on the usable files and list the refused ones in the job log instead of "
+        "refusing the whole request."
+    )
 
 
 class Progress(BaseModel):
@@ -142,5 +146,6 @@ class HealthStatus(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (404, 409, 413, 415, 422)
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503, 507)
 }
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody, "description": "Missing or wrong API key"}}

@@ -38,3 +38,21 @@ class Unavailable(ServiceError):
     """A dependency (database, data dir) cannot be used right now (HTTP 503)."""
 
     code = "unavailable"
+
+
+class TooManyRequests(ServiceError):
+    """Over a configured bound; retry later (HTTP 429 with Retry-After)."""
+
+    code = "too_many_requests"
+
+
+class InsufficientStorage(ServiceError):
+    """The data dir is full (HTTP 507)."""
+
+    code = "storage_full"
+
+
+class PayloadTooLarge(ServiceError):
+    """A file or request over a configured size (HTTP 413)."""
+
+    code = "file_too_large"

@@ -125,7 +125,7 @@ def predict_image(
     """
     resolved = resolve_model_id(services, model_id)
     predictor = load_predictor(services, resolved)
-    image = open_image(data, draft_size=predictor.resize_size)
+    image = open_image(data, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size)
     ranked = predictor.predict([image], top_k=_top_k(predictor, top_k))[0]
     return {**_answer(ranked, min_confidence), "model_id": resolved}
 
@@ -145,7 +145,7 @@ def predict_batch(
     images = []
     for filename, data in files:
         try:
-            images.append(open_image(data, draft_size=predictor.resize_size))
+            images.append(open_image(data, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size))
             entries.append({"filename": filename})
         except InvalidImageError as exc:
             entries.append({"filename": filename, "error": {"code": exc.code, "detail": f"{filename!r}: {exc}"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import time
@@ -20,9 +21,17 @@ from ..store.files import remove_tree
 from ..store.tables import Job
 from .backbones import choose_backbone
 from .context import Services
-from .errors import Conflict, NotFound
+from .errors import Conflict, InsufficientStorage, NotFound, TooManyRequests
 from .queue import JobQueue
-from .uploads import Upload, check_labels, discard, store_uploads
+from .uploads import (
+    Upload,
+    UploadLimits,
+    check_class_sizes,
+    check_labels,
+    discard,
+    refuse_bad_files,
+    store_uploads,
+)
 from .views import job_view
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,7 @@ class TrainingRequest:
     seed: int = 0
     name: str | None = None
     augment_views: int | None = None
+    skip_invalid: bool = False
 
 
 def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
@@ -60,12 +70,22 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
     settings = services.settings
     class_names = check_labels(list(request.labels), max_classes=settings.max_classes)
     choice = choose_backbone(settings, request.backbone)
+    _check_queue_room(services)
     job_id = uuid.uuid4().hex
     staging = services.files.staging_dir()
+    limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
     try:
-        inputs = store_uploads(request.files, staging)
+        inputs, skipped = store_uploads(request.files, staging, limits)
+        if skipped and not request.skip_invalid:
+            refuse_bad_files(skipped)
+        check_class_sizes(inputs, len(class_names))
         job_dir = services.files.job_dir(job_id)
         staging.rename(job_dir)
+    except OSError as exc:
+        discard(staging)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the data dir is full; free space and retry", code="storage_full") from None
+        raise
     except BaseException:
         discard(staging)
         raise
@@ -78,6 +98,8 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
         "seed": request.seed,
         "name": request.name,
         "augment_views": settings.augment_views if request.augment_views is None else request.augment_views,
+        "skip_invalid": request.skip_invalid,
+        "skipped_files": skipped,
     }
     try:
         with services.db.session() as session:
@@ -90,6 +112,16 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
         raise
     queue.enqueue(job_id)
     return view
+
+
+def _check_queue_room(services: Services) -> None:
+    with services.db.session() as session:
+        queued = repo.count_jobs(session, statuses=["queued"])
+    if queued >= services.settings.max_queued_jobs:
+        raise TooManyRequests(
+            f"{queued} jobs are already waiting (VT_MAX_QUEUED_JOBS); retry when some have run",
+            code="queue_full",
+        )
 
 
 def get_job(services: Services, job_id: str) -> dict[str, Any]:
@@ -208,6 +240,9 @@ def run_training_job(
     reporter = _JobReporter(services, job_id, interrupted)
     try:
         reporter.log(job.params["backbone_note"])
+        if skipped := job.params.get("skipped_files"):
+            reporter.log(f"Skipped {len(skipped)} unusable file(s): "
+                         + "; ".join(f"{e['field']}[{e['index']}] {e['detail']}" for e in skipped))
         if job.attempts > 1:
             reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
         model_id = _train_and_store(services, job, reporter)

@@ -46,6 +46,10 @@ def list_jobs(session: Session, *, limit: int, offset: int) -> tuple[list[Job], 
     return list(rows), count
 
 
+def count_jobs(session: Session, *, statuses: Sequence[str]) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(statuses))) or 0
+
+
 def jobs_with_status(session: Session, *, statuses: Sequence[str]) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status.in_(statuses)).order_by(Job.created_at)))
 

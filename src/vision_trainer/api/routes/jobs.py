@@ -25,7 +25,7 @@ EVENT_POLL_S = 0.25
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 async def list_jobs(
-    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000_000)
 ) -> Any:
     return await run_in_threadpool(training.list_jobs, services, limit=limit, offset=offset)
 

@@ -29,7 +29,7 @@ class DefaultModelSet(BaseModel):
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
 async def list_models(
-    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000_000)
 ) -> Any:
     return await run_in_threadpool(models.list_models, services, limit=limit, offset=offset)
 

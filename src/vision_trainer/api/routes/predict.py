@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from ...services import prediction
-from ...services.errors import InvalidRequest
+from ...services.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from ..deps import ServicesDep
 from ..schemas import ERROR_RESPONSES, BatchPredictionPublic, PredictionPublic
 
@@ -21,8 +23,28 @@ MinConfidenceField = Annotated[
 ]
 
 
+@contextmanager
+def prediction_slot(request: Request) -> Iterator[None]:
+    """Bound the predictions in flight (VT_MAX_INFLIGHT_PREDICTIONS): beyond it, 503 instead of queueing."""
+    slots = request.app.state.predict_slots
+    if not slots.acquire(blocking=False):
+        raise Unavailable("too many predictions in flight; retry shortly", code="busy")
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+async def read_limited(file: UploadFile, max_bytes: int) -> bytes:
+    if file.size is not None and file.size > max_bytes:
+        raise PayloadTooLarge(f"{file.filename!r} is larger than {max_bytes / 2**20:g} MiB (VT_MAX_FILE_MB)",
+                              code="file_too_large")
+    return await file.read()
+
+
 @router.post("/predict", response_model=PredictionPublic, responses=ERROR_RESPONSES, summary="Classify one image")
 async def predict(
+    request: Request,
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="The image to classify.")],
     model_id: ModelIdField = None,
@@ -30,17 +52,20 @@ async def predict(
     min_confidence: MinConfidenceField = 0.0,
 ) -> Any:
     """Answers `prediction` and `confidence` (the seed's names; temperature-calibrated) plus `model_id`
-    and `top_k`. 409 `no_model` before any model exists; 415/413/422 for files that are not usable images."""
-    data = await file.read()
-    return await run_in_threadpool(
-        prediction.predict_image, services, data, model_id=model_id or None, top_k=top_k,
-        min_confidence=min_confidence,
-    )
+    and `top_k`. 409 `no_model` before any model exists; 415/413/422 for files that are not usable
+    images; 503 `busy` when VT_MAX_INFLIGHT_PREDICTIONS predictions are already running."""
+    with prediction_slot(request):
+        data = await read_limited(file, services.settings.max_file_bytes)
+        return await run_in_threadpool(
+            prediction.predict_image, services, data, model_id=model_id or None, top_k=top_k,
+            min_confidence=min_confidence,
+        )
 
 
 @router.post("/predict/batch", response_model=BatchPredictionPublic, responses=ERROR_RESPONSES,
              summary="Classify many images in one request")
 async def predict_batch(
+    request: Request,
     services: ServicesDep,
     files: Annotated[list[UploadFile], File(description="The images (at most VT_MAX_BATCH_FILES).")],
     model_id: ModelIdField = None,
@@ -53,8 +78,9 @@ async def predict_batch(
     if len(files) > limit:
         raise InvalidRequest(f"{len(files)} files; at most {limit} per batch (VT_MAX_BATCH_FILES)",
                              code="too_many_files")
-    contents = [(f.filename or "", await f.read()) for f in files]
-    return await run_in_threadpool(
-        prediction.predict_batch, services, contents, model_id=model_id or None, top_k=top_k,
-        min_confidence=min_confidence,
-    )
+    with prediction_slot(request):
+        contents = [(f.filename or "", await read_limited(f, services.settings.max_file_bytes)) for f in files]
+        return await run_in_threadpool(
+            prediction.predict_batch, services, contents, model_id=model_id or None, top_k=top_k,
+            min_confidence=min_confidence,
+        )

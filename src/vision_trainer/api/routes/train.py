@@ -16,7 +16,7 @@ from starlette.datastructures import FormData, UploadFile
 from ...services import training
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
-from ..deps import QueueDep, ServicesDep
+from ..deps import QueueDep, ServicesDep, SettingsDep
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
 
 router = APIRouter(tags=["training"])
@@ -101,14 +101,17 @@ def _final_message(job: dict[str, Any]) -> str:
     openapi_extra=TRAIN_FORM_SCHEMA,
     summary="Upload labelled photos and start training",
 )
-async def train(request: Request, services: ServicesDep, queue: QueueDep) -> Any:
+async def train(request: Request, services: ServicesDep, queue: QueueDep, settings: SettingsDep) -> Any:
     """Stores the images of every class, queues a training job and answers 202 at once.
 
     Fields: `label1..labelN` with `files1..filesN` (N ≥ 2), `epochs`, `backbone`, `test_split`, `seed`,
-    `name`, `augment_views`, `wait`. With `wait=true` the answer comes when the job has ended (any
-    final status): 200 with the job object plus `message`.
+    `name`, `augment_views`, `wait`, `skip_invalid`. With `wait=true` the answer comes when the job has
+    ended (any final status): 200 with the job object plus `message`. Unusable files are listed in a 422
+    `errors` list, unless `skip_invalid=true`; 429 `queue_full` when VT_MAX_QUEUED_JOBS jobs wait.
     """
-    async with request.form(max_files=100_000, max_fields=1_000) as form:
+    limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
+              "max_part_size": settings.max_field_kb * 1024}
+    async with request.form(**limits) as form:
         options = parse_options(form)
         labels, files = parse_classes(form)
         job = await run_in_threadpool(
