@@ -15,8 +15,8 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
+from typing import Any
 
 import atheris
 
@@ -29,8 +29,8 @@ from common import report  # noqa: E402
 
 MAX_PIXELS = 4_000_000
 stats = {"inputs": 0, "decoded": 0, "refused": 0, "crashes": 0}
-LIMIT = {"runs": 0, "start": 0.0}
-crashes: list[dict[str, str]] = []
+LIMIT: dict[str, Any] = {"runs": 0, "start": 0.0, "crash_dir": None}
+crashes: dict[str, dict[str, object]] = {}
 
 
 def seeds(folder: Path) -> None:
@@ -58,16 +58,18 @@ def one_input(data: bytes) -> None:
         stats["refused"] += 1
     except Exception as exc:  # anything else is a bug in the validation function
         stats["crashes"] += 1
-        if len(crashes) < 20:
-            crashes.append({"error": f"{type(exc).__name__}: {exc}", "input_prefix": data[:32].hex(),
-                            "where": traceback.format_exc(limit=3).splitlines()[-1]})
+        key = f"{type(exc).__name__}: {exc}"[:200]
+        entry = crashes.setdefault(key, {"count": 0, "first_input_prefix": data[:32].hex()})
+        entry["count"] += 1
+        if LIMIT["crash_dir"] and entry["count"] == 1:
+            (Path(LIMIT["crash_dir"]) / f"crash-{len(crashes)}.bin").write_bytes(data)
 
 
 def finish() -> None:
     """Report and leave: libFuzzer ends the process itself, so we stop it after the asked-for runs."""
     report("fuzz_images: ml.images.open_image under atheris",
            [{**stats, "seconds": time.perf_counter() - LIMIT["start"]}],
-           {"uncaught exceptions (first 20)": crashes or "none"})
+           {"distinct uncaught exceptions": crashes or "none"})
     sys.stdout.flush()
     os._exit(1 if stats["crashes"] else 0)
 
@@ -75,8 +77,9 @@ def finish() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20000)
+    parser.add_argument("--crash-dir", type=Path, help="write the first input of each distinct crash here")
     args = parser.parse_args()
-    LIMIT["runs"], LIMIT["start"] = args.runs, time.perf_counter()
+    LIMIT.update(runs=args.runs, start=time.perf_counter(), crash_dir=args.crash_dir)
     corpus = tempfile.mkdtemp(prefix="vt-fuzz-")
     seeds(Path(corpus))
     atheris.Setup([sys.argv[0], "-max_len=4096", "-print_final_stats=0", corpus], one_input)

@@ -64,3 +64,32 @@ def test_jpeg_draft_decode_keeps_requested_size() -> None:
     big = encode(Image.new("RGB", (2000, 1000), (10, 10, 10)), "JPEG")
     image = open_image(big, draft_size=256)
     assert min(image.size) >= 256 and image.size[0] < 2000
+
+
+def tiff_with_rational_size() -> bytes:
+    """A TIFF whose ImageWidth tag is a RATIONAL rather than an integer."""
+    import struct
+
+    entries = [(256, 5, 1, 8 + 2 + 12 * 4 + 4), (257, 3, 1, 16), (258, 3, 1, 8), (259, 3, 1, 1)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", value) if kind == 5 else struct.pack("<HH", value, 0))
+        for tag, kind, count, value in entries
+    ) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<II", 24, 1) + b"\x00" * 64
+
+
+def test_crafted_tiff_header_is_refused_not_crashed() -> None:
+    with pytest.raises(InvalidImageError):
+        open_image(tiff_with_rational_size())
+
+
+def test_any_decoder_exception_becomes_invalid_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/fuzz_images.py found TIFFs on which Pillow raises TypeError; no decoder error may escape."""
+    from PIL import ImageOps
+
+    def broken(image):
+        raise TypeError("'IFDRational' object cannot be interpreted as an integer")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    with pytest.raises(InvalidImageError, match="TypeError"):
+        open_image(image_bytes((1, 2, 3)))

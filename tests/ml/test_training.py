@@ -60,7 +60,7 @@ def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
     assert sum(sum(row) for row in metrics["confusion_matrix"]) == len(split.test)
     assert set(metrics["per_class"]) == {"red", "blue", "green"}
     # one plain and one augmented view per training image, one view per validation and test image
-    assert result.images_through_backbone == 2 * metrics["train_count"] + metrics["validation_count"] + len(split.test)
+    assert metrics["images_through_backbone"] == 2 * metrics["train_count"] + metrics["validation_count"] + len(split.test)
     assert metrics["calibration"]["temperature"] == result.temperature > 0
     assert 0 <= metrics["calibration"]["ece_after"] <= 1 and 0 <= metrics["calibration"]["ece_before"] <= 1
     wrong = sum(sum(row) for row in metrics["confusion_matrix"]) - sum(metrics["confusion_matrix"][i][i] for i in range(3))

@@ -63,8 +63,10 @@ def open_image(
         raise UnsupportedFormatError(f"not a supported image (allowed: {', '.join(ALLOWED_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(f"image has more than {max_pixels} pixels") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"cannot read image: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises many types on crafted headers (found by bench/fuzz_images.py)
+        raise InvalidImageError(f"cannot read image: {type(exc).__name__}: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(f"image is {width}x{height}, more than {max_pixels} pixels")
@@ -74,8 +76,10 @@ def open_image(
         image.load()
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"corrupt or truncated image: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # e.g. TypeError from a TIFF with rational-typed size tags
+        raise InvalidImageError(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -86,6 +86,9 @@ class OnnxExtractor:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # Memory patterns are planned per input shape (every batch size seen) and kept: measured on
+        # EfficientNet-Lite0 at batch 32, turning them off cut peak RSS by 400 MB at equal speed.
+        options.enable_mem_pattern = False
         if not spin:
             # Spinning intra-op threads burn the cores that image decoding and the API need.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -20,7 +20,6 @@ from .errors import InvalidRequest, NotFound
 from .uploads import check_labels
 from .views import model_summary, model_view
 
-DEFAULT_ALIAS = "default"
 MAX_CHECKPOINT_BYTES = 1 << 30
 
 
@@ -67,14 +66,14 @@ def set_default_model(services: Services, model_id: str) -> dict[str, Any]:
     """Point the ``default`` alias at a model. Raises NotFound."""
     with services.db.session() as session:
         model = _require(session, model_id)
-        repo.set_alias(session, name=DEFAULT_ALIAS, model_id=model_id)
+        repo.set_alias(session, name=repo.DEFAULT_ALIAS, model_id=model_id)
         return model_summary(model)
 
 
 def get_default_model(services: Services) -> dict[str, Any]:
     """The model the ``default`` alias points at. Raises NotFound when none is set."""
     with services.db.session() as session:
-        model_id = repo.get_alias(session, name=DEFAULT_ALIAS)
+        model_id = repo.get_alias(session, name=repo.DEFAULT_ALIAS)
         if model_id is None:
             raise NotFound("no default model is set; PUT /models/default with {\"model_id\"}", code="no_default")
         return model_summary(_require(session, model_id))

@@ -15,8 +15,6 @@ from ..store import repository as repo
 from .errors import Conflict, NotFound
 from .uploads import RESERVED_LABEL as UNKNOWN_LABEL
 
-DEFAULT_ALIAS = "default"
-
 if TYPE_CHECKING:
     from .context import Services
 
@@ -74,7 +72,7 @@ def resolve_model_id(services: Services, model_id: str | None) -> str:
             if repo.get_model(session, model_id=model_id) is None:
                 raise NotFound(f"no model with id {model_id!r}; GET /models lists them")
             return model_id
-        default = repo.get_alias(session, name=DEFAULT_ALIAS)
+        default = repo.get_alias(session, name=repo.DEFAULT_ALIAS)
         if default is not None:
             return default
         newest = repo.newest_model(session)

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..ml.backbones import resolve_backbone
@@ -28,7 +29,6 @@ from .uploads import (
     UploadLimits,
     check_class_sizes,
     check_labels,
-    discard,
     refuse_bad_files,
     store_uploads,
 )
@@ -36,6 +36,7 @@ from .views import job_view
 
 log = logging.getLogger(__name__)
 
+FINAL_STATUSES = repo.FINAL_STATUSES
 PROGRESS_INTERVAL_S = 0.5
 CANCEL_POLL_S = 0.5
 
@@ -72,23 +73,8 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
     choice = choose_backbone(settings, request.backbone)
     _check_queue_room(services)
     job_id = uuid.uuid4().hex
-    staging = services.files.staging_dir()
-    limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
-    try:
-        inputs, skipped = store_uploads(request.files, staging, limits)
-        if skipped and not request.skip_invalid:
-            refuse_bad_files(skipped)
-        check_class_sizes(inputs, len(class_names))
-        job_dir = services.files.job_dir(job_id)
-        staging.rename(job_dir)
-    except OSError as exc:
-        discard(staging)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("the data dir is full; free space and retry", code="storage_full") from None
-        raise
-    except BaseException:
-        discard(staging)
-        raise
+    job_dir = services.files.job_dir(job_id)
+    inputs, skipped = _store_upload(services, request, len(class_names), job_dir)
     params = {
         "epochs": request.epochs,
         "backbone": choice.spec.name,
@@ -112,6 +98,31 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
         raise
     queue.enqueue(job_id)
     return view
+
+
+def _store_upload(
+    services: Services, request: TrainingRequest, num_classes: int, job_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write and check the files in a staging folder, then rename it to ``job_dir``; on any failure
+    remove what was written."""
+    settings = services.settings
+    staging = services.files.staging_dir()
+    limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
+    try:
+        inputs, skipped = store_uploads(request.files, staging, limits)
+        if skipped and not request.skip_invalid:
+            refuse_bad_files(skipped)
+        check_class_sizes(inputs, num_classes)
+        staging.rename(job_dir)
+    except OSError as exc:
+        remove_tree(staging)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the data dir is full; free space and retry", code="storage_full") from None
+        raise
+    except BaseException:
+        remove_tree(staging)
+        raise
+    return inputs, skipped
 
 
 def _check_queue_room(services: Services) -> None:
@@ -138,6 +149,12 @@ def list_jobs(services: Services, *, limit: int, offset: int) -> dict[str, Any]:
         jobs, count = repo.list_jobs(session, limit=limit, offset=offset)
         logs = repo.log_lines(session, job_ids=[j.id for j in jobs])
         return {"items": [job_view(j, logs[j.id]) for j in jobs], "count": count}
+
+
+def job_events(services: Services, job_id: str, after: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(event id, kind, data)`` of the job's events after ``after``, in order."""
+    with services.db.session() as session:
+        return [(e.id, e.kind, e.data) for e in repo.events_after(session, job_id=job_id, after_id=after)]
 
 
 def cancel_job(services: Services, queue: JobQueue, job_id: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -173,6 +172,3 @@ def _copy_hashing(stream: BinaryIO, path: Path, max_bytes: int) -> str:
             out.write(chunk)
     return digest.hexdigest()
 
-
-def discard(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

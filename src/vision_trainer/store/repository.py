@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from .tables import Alias, Job, JobEvent, Model, utcnow
 
 ACTIVE_STATUSES = ("queued", "running")
+DEFAULT_ALIAS = "default"
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 

@@ -14,7 +14,6 @@ from sse_starlette.sse import EventSourceResponse
 
 from ...services import training
 from ...services.context import Services
-from ...store import repository as repo
 from ..deps import QueueDep, ServicesDep
 from ..schemas import ERROR_RESPONSES, JobList, JobPublic
 
@@ -54,18 +53,13 @@ async def delete_job(job_id: str, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-def _fetch_events(services: Services, job_id: str, after: int) -> list[tuple[int, str, dict[str, Any]]]:
-    with services.db.session() as session:
-        return [(e.id, e.kind, e.data) for e in repo.events_after(session, job_id=job_id, after_id=after)]
-
-
 async def _event_stream(services: Services, job_id: str, request: Request, after: int) -> AsyncIterator[dict]:
     while True:
-        events = await run_in_threadpool(_fetch_events, services, job_id, after)
+        events = await run_in_threadpool(training.job_events, services, job_id, after)
         for event_id, kind, data in events:
             after = event_id
             yield {"id": str(event_id), "event": kind, "data": json.dumps(data)}
-            if kind == "status" and data.get("status") in repo.FINAL_STATUSES:
+            if kind == "status" and data.get("status") in training.FINAL_STATUSES:
                 return
         if not events:
             if await request.is_disconnected():

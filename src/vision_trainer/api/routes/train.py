@@ -22,7 +22,6 @@ from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
 router = APIRouter(tags=["training"])
 
 _CLASS_FIELD = re.compile(r"^(label|files)([0-9]+)$")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 WAIT_POLL_S = 0.25
 
 _class_props: dict[str, Any] = {}
@@ -136,7 +135,7 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
             },
             status_code=202,
         )
-    while job["status"] not in FINAL_STATUSES:
+    while job["status"] not in training.FINAL_STATUSES:
         await asyncio.sleep(WAIT_POLL_S)
         job = await run_in_threadpool(training.get_job, services, job_id)
     return JSONResponse({**job, "message": _final_message(job)}, status_code=200)
