@@ -25,7 +25,7 @@ from naive_seed import train_and_evaluate_model  # noqa: E402
 
 from vision_trainer.ml.backbones import create_backbone, freeze, resolve_backbone  # noqa: E402
 from vision_trainer.ml.checkpoint import load_checkpoint  # noqa: E402
-from vision_trainer.ml.data import LabelledImage, eval_transform, stratified_split  # noqa: E402
+from vision_trainer.ml.data import LabelledImage, stratified_split  # noqa: E402
 from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor  # noqa: E402

@@ -7,6 +7,7 @@ services the HTTP API uses.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import shutil
@@ -21,9 +22,20 @@ from typing import Any
 from .settings import get_settings
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives threads their own malloc arenas; with a training thread, request threads and decode
+    threads the freed memory stays spread over them and RSS creeps up from job to job. Two arenas keep
+    it flat (bench/responsiveness.py). Must run before the threads start; a no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    _limit_malloc_arenas()
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     host = args.host or settings.host

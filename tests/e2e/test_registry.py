@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import data_dir_files, image_bytes, multipart, photo_files, photos, wait_for_job
+from tests.conftest import data_dir_files, image_bytes, multipart, photo_files, photos
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from ..services.context import Services
 from ..services.queue import JobQueue
@@ -26,3 +26,7 @@ def get_queue(request: Request) -> JobQueue:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+LimitQuery = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+# Bounded: an offset past 64 bits used to overflow SQLite (found by schemathesis).
+OffsetQuery = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")]

@@ -7,14 +7,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from ...services import training
 from ...services.context import Services
-from ..deps import QueueDep, ServicesDep
+from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep
 from ..schemas import ERROR_RESPONSES, JobList, JobPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -24,7 +24,7 @@ EVENT_POLL_S = 0.25
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 async def list_jobs(
-    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000_000)
+    services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Any:
     return await run_in_threadpool(training.list_jobs, services, limit=limit, offset=offset)
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from ...ml.images import sniff_format
 from ...services import exports, models, report
-from ..deps import ServicesDep
+from ..deps import LimitQuery, OffsetQuery, ServicesDep
 from ..schemas import ERROR_RESPONSES, ModelList, ModelPublic, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -29,7 +29,7 @@ class DefaultModelSet(BaseModel):
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
 async def list_models(
-    services: ServicesDep, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000_000)
+    services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Any:
     return await run_in_threadpool(models.list_models, services, limit=limit, offset=offset)
 
