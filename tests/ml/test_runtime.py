@@ -55,3 +55,27 @@ def test_onnx_predictor_gives_the_same_predictions_as_pytorch(tmp_path: Path) ->
     probs = fast.probabilities(images)
     assert torch.allclose(probs, plain, atol=1e-4)
     assert probs.argmax(1).tolist() == plain.argmax(1).tolist()
+
+
+def test_device_auto_picks_cuda_only_when_available(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert settings.resolved_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert settings.resolved_device() == "cuda:0"
+    assert make_settings(tmp_path, device="cpu").resolved_device() == "cpu"
+    with pytest.raises(ValueError):
+        make_settings(tmp_path, device="tpu")
+
+
+def test_torch_extractor_matches_plain_forward_on_cpu() -> None:
+    from vision_trainer.ml.runtime import TorchExtractor
+
+    spec = resolve_backbone("resnet18")
+    backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
+    batch = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        reference = backbone(batch)
+    assert torch.allclose(TorchExtractor(backbone, "cpu")(batch), reference, atol=1e-5)

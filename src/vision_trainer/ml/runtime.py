@@ -67,14 +67,16 @@ def resolve_runtime(requested: str, device: str) -> RuntimeKind:
 
 
 class TorchExtractor:
-    """A frozen module run under ``inference_mode`` with channels-last inputs."""
+    """A frozen module run under ``inference_mode`` with channels-last inputs; on CUDA with float16
+    autocast (AMP) and non-blocking copies from pinned memory."""
 
     def __init__(self, module: nn.Module, device: str) -> None:
         self.module = module.eval().to(device, memory_format=torch.channels_last)
         self.device = device
+        self.amp = device.startswith("cuda")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
             batch = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             return self.module(batch).float()
 
