@@ -245,3 +245,24 @@ def test_client_that_disconnects_mid_upload_leaves_nothing(tmp_path, servers) ->
     assert server.client.get("/").status_code == 200
     assert server.client.get("/jobs").json()["count"] == 0
     assert data_dir_files(tmp_path / "data") == []
+
+
+def test_disk_full_during_an_upload_answers_507_and_keeps_nothing(small_limits, colour_images, monkeypatch) -> None:
+    import errno
+
+    from vision_trainer.services import uploads
+
+    real_copy = uploads._copy_hashing
+    calls = []
+
+    def copy_until_full(stream, path, max_bytes):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(stream, path, max_bytes)
+
+    monkeypatch.setattr(uploads, "_copy_hashing", copy_until_full)
+    data, files = multipart({"red": colour_images(RED, 3), "blue": colour_images(BLUE, 3)})
+    response = small_limits.post("/train", data=data, files=files)
+    assert (response.status_code, response.json()["code"]) == (507, "storage_full")
+    assert_no_trace(small_limits)
