@@ -20,25 +20,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATASETS, class_folders, report  # noqa: E402
 
+from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
 from vision_trainer.services import prediction, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
 
 
-class _NoQueue:
-    def enqueue(self, job_id: str) -> None:
-        return None
-
-    def cancel(self, job_id: str) -> None:
-        return None
-
-
 def run(device: str, runtime: str, data_dir: Path, train: dict[str, list[Path]], val: list[Path]) -> dict[str, Any]:
     services = Services.create(Settings(_env_file=None, data_dir=data_dir, device=device, runtime=runtime))
     uploads = [[Upload(p.name, p.open("rb")) for p in paths] for paths in train.values()]
     start = time.perf_counter()
-    job = training.submit_training(services, _NoQueue(), training.TrainingRequest(
+    job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
         labels=list(train), files=uploads, epochs=5, backbone="efficientnet_lite0"))
     status = training.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start

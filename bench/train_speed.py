@@ -29,18 +29,11 @@ from vision_trainer.ml.data import LabelledImage, stratified_split  # noqa: E402
 from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor  # noqa: E402
+from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
 from vision_trainer.services import training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
-
-
-class _NoQueue:
-    def enqueue(self, job_id: str) -> None:
-        return None
-
-    def cancel(self, job_id: str) -> None:
-        return None
 
 
 def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int, workers: int,
@@ -50,7 +43,7 @@ def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int,
                                         cache_dir=data_dir.parent / "cache"))
     streams = [[Upload(p.name, p.open("rb")) for p in paths] for paths in data.values()]
     start = time.perf_counter()
-    job = training.submit_training(services, _NoQueue(), training.TrainingRequest(
+    job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
         labels=list(data), files=streams, epochs=epochs, backbone=backbone, augment_views=views))
     status = training.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start

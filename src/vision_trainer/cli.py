@@ -65,16 +65,6 @@ def _services() -> Iterator[Any]:
         services.close()
 
 
-class _RunInline:
-    """A JobQueue that leaves the job for the caller to run."""
-
-    def enqueue(self, job_id: str) -> None:
-        return None
-
-    def cancel(self, job_id: str) -> None:
-        return None
-
-
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise SystemExit(f"{root} is not a folder; give a folder with one sub-folder of images per class")
@@ -87,6 +77,7 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .jobs.inline import CallerRunsQueue
     from .services import training
     from .services.errors import ServiceError
     from .services.uploads import Upload
@@ -100,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
             skip_invalid=args.skip_invalid,
         )
         try:
-            job = training.submit_training(services, _RunInline(), request)
+            job = training.submit_training(services, CallerRunsQueue(), request)
         except ServiceError as exc:
             print(f"error ({exc.code}): {exc.detail}", file=sys.stderr)
             for error in exc.errors or []:

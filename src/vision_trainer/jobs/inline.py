@@ -1,0 +1,13 @@
+"""A queue that runs nothing: the caller runs the job itself (the CLI, benchmarks)."""
+
+from __future__ import annotations
+
+
+class CallerRunsQueue:
+    """Satisfies the services' ``JobQueue``; the submitter then calls ``run_training_job`` itself."""
+
+    def enqueue(self, job_id: str) -> None:
+        return None
+
+    def cancel(self, job_id: str) -> None:
+        return None
