@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     )
     cache_dir: Path | None = Field(None, description="Exported ONNX backbones; default: <data dir>/cache.")
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once by the local runner.")
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes for image decoding.")
+    num_workers: int = Field(
+        0, ge=0, le=64,
+        description="DataLoader worker processes for image decoding; 0 = one prefetch thread (faster on 2 cores).",
+    )
     augment_views: int = Field(
         1, ge=0, le=16, description="Augmented views per training image whose features are extracted."
     )
