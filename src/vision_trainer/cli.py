@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         request = training.TrainingRequest(
             labels=list(classes), files=uploads, epochs=args.epochs, backbone=args.backbone,
             test_split=args.test_split, seed=args.seed, name=args.name, augment_views=args.augment_views,
-            skip_invalid=args.skip_invalid,
+            skip_invalid=args.skip_invalid, early_stopping=args.early_stopping,
         )
         try:
             job = training.submit_training(services, CallerRunsQueue(), request)
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name")
     train.add_argument("--augment-views", type=int)
     train.add_argument("--skip-invalid", action="store_true", help="train on the usable images, list the rest")
+    train.add_argument("--early-stopping", action="store_true", help="stop when the validation loss stalls")
     train.set_defaults(func=_train)
 
     predict = commands.add_parser("predict", help="classify images with a registered model")

@@ -51,11 +51,12 @@ def test_train_answers_202_then_the_job_succeeds_and_its_model_predicts(client, 
 
 
 def test_wait_true_answers_200_with_the_seed_message_and_log(client, three_classes, tmp_path) -> None:
-    data, files = multipart(three_classes, epochs=2, wait="true")
+    data, files = multipart(three_classes, epochs=2, wait="true", early_stopping="true")
     response = client.post("/train", data=data, files=files)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "succeeded" and body["message"].startswith("Training succeeded")
+    assert body["params"]["early_stopping"] is True and 1 <= body["metrics"]["best_epoch"] <= 2
     assert any(line.startswith("Epoch 2/2 Loss: ") for line in body["log"])
 
     checkpoint = client.get(f"/models/{body['model_id']}/checkpoint")

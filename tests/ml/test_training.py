@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -113,3 +114,26 @@ def test_cancellation_stops_between_batches(tmp_path: Path) -> None:
         train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"],
                          TrainConfig(epochs=3, augment_views=0, pretrained=False, batch_size=2),
                          TrainingHooks(should_stop=stop))
+
+
+def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss() -> None:
+    from vision_trainer.ml.training import fit_head
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    y = (x[:, 0] > 0).long()
+    # A validation fold labelled against the training rule: its loss only grows as the head learns.
+    validation = (x[:16], 1 - y[:16])
+    head = torch.nn.Linear(8, 2)
+    restored = copy.deepcopy(head)
+    lines: list[str] = []
+    config = TrainConfig(epochs=30, patience=2, early_stopping=True)
+    history, best_epoch = fit_head(head, (x, y), (x, y), config, TrainingHooks(log=lines.append), validation=validation)
+    assert best_epoch == 1 and len(history) == 3
+    assert lines[-1] == "Early stopping after epoch 3: the validation loss has not improved for 2 epochs; keeping epoch 1"
+    fit_head(restored, (x, y), (x, y), TrainConfig(epochs=1), TrainingHooks())
+    assert torch.allclose(head.weight, restored.weight)  # the kept head is epoch 1's
+
+    plain = torch.nn.Linear(8, 2)
+    history, best_epoch = fit_head(plain, (x, y), (x, y), TrainConfig(epochs=4), TrainingHooks())
+    assert len(history) == 4 and best_epoch == 4

@@ -30,6 +30,9 @@ class TrainOptions(BaseModel):
     augment_views: int | None = Field(
         None, ge=0, le=16, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
     )
+    early_stopping: bool = Field(
+        False, description="Stop when the validation fold's loss stops improving (3 epochs) and keep the best epoch."
+    )
     wait: bool = Field(False, description="Block until the job ends and answer 200 with the job.")
     skip_invalid: bool = Field(
         False, description="Train on the usable files and list the refused ones in the job log instead of "

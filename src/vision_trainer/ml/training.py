@@ -29,6 +29,8 @@ class TrainConfig:
     ``augment_views`` is the number of randomly augmented copies of every training image whose
     features are extracted, on top of one plain (resize + centre crop) view. ``validation_fraction``
     of the training split (per class) is held back to fit the confidence temperature.
+    With ``early_stopping`` training stops once the validation fold's loss has not improved for
+    ``patience`` epochs, and the head of the best epoch is kept (never judged on the test split).
     ``extract_batch_size`` views go through the backbone per forward pass: on ONNX Runtime 16 runs
     as fast as 32 and its working memory is about 450 MB smaller (measured on EfficientNet-Lite0).
     """
@@ -42,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     validation_fraction: float = 0.15
+    early_stopping: bool = False
+    patience: int = 3
     pretrained: bool = True
     allow_download: bool = False
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -106,12 +110,14 @@ def train_classifier(
     )
 
     head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
-    history = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks)
+    watch = (x_val, y_val) if config.early_stopping and len(y_val) else None
+    history, best_epoch = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch)
 
     hooks.progress("evaluating", 0, len(split.test), config.epochs)
     temperature = fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
     metrics = evaluate(logits_of(head, x_test), y_test.cpu().tolist(), split.test, class_names, temperature)
-    metrics.update(train_count=len(parts.train), validation_count=len(parts.test), images_through_backbone=total)
+    metrics.update(train_count=len(parts.train), validation_count=len(parts.test), images_through_backbone=total,
+                   best_epoch=best_epoch)
 
     state = {key: value.detach().cpu().contiguous() for key, value in backbone.state_dict().items()}
     state.update({f"{spec.head_attr}.{key}": value.detach().cpu() for key, value in head.state_dict().items()})
@@ -167,22 +173,49 @@ def _extract_splits(
     return fit, val, test, total
 
 
+class BestEpoch:
+    """Remembers the head of the epoch with the lowest validation loss and says when to stop."""
+
+    def __init__(self, head: nn.Linear, validation: Features, patience: int) -> None:
+        self.head, self.validation, self.patience = head, validation, patience
+        self.best_loss, self.best_epoch, self.waited = float("inf"), 0, 0
+        self.state = {k: v.clone() for k, v in head.state_dict().items()}
+
+    def should_stop(self, epoch: int) -> bool:
+        self.head.eval()
+        with torch.inference_mode():
+            loss = float(nn.functional.cross_entropy(self.head(self.validation[0]), self.validation[1]))
+        if loss < self.best_loss - 1e-6:
+            self.best_loss, self.best_epoch, self.waited = loss, epoch, 0
+            self.state = {k: v.clone() for k, v in self.head.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self) -> None:
+        self.head.load_state_dict(self.state)
+
+
 def fit_head(
     head: nn.Linear,
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
+    train: Features,
+    test: Features,
     config: TrainConfig,
     hooks: TrainingHooks,
-) -> list[dict[str, float]]:
+    validation: Features | None = None,
+) -> tuple[list[dict[str, float]], int]:
     """Train ``head`` with SGD and cross-entropy on cached features, evaluating after each epoch.
 
+    With ``validation`` features, stop early as ``config.patience`` says and keep the best epoch's head.
+
     Returns:
-        One ``{epoch, loss, train_acc, test_acc}`` dict per epoch.
+        One ``{epoch, loss, train_acc, test_acc}`` dict per epoch run, and the epoch whose head is kept.
     """
     x_train, y_train = train
     optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum)
     criterion = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(config.seed)
+    best = BestEpoch(head, validation, config.patience) if validation is not None else None
     history = []
     for epoch in range(1, config.epochs + 1):
         head.train()
@@ -212,7 +245,14 @@ def fit_head(
             f"Train Acc: {row['train_acc']:.4f} Test Acc: {row['test_acc']:.4f}"
         )
         hooks.progress("training", epoch, config.epochs, epoch)
-    return history
+        if best is not None and best.should_stop(epoch):
+            hooks.log(f"Early stopping after epoch {epoch}: the validation loss has not improved for "
+                      f"{config.patience} epochs; keeping epoch {best.best_epoch}")
+            break
+    if best is None:
+        return history, len(history)
+    best.restore()
+    return history, best.best_epoch
 
 
 def accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

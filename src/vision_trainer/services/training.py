@@ -54,6 +54,7 @@ class TrainingRequest:
     name: str | None = None
     augment_views: int | None = None
     skip_invalid: bool = False
+    early_stopping: bool = False
 
 
 def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
         "seed": request.seed,
         "name": request.name,
         "augment_views": settings.augment_views if request.augment_views is None else request.augment_views,
+        "early_stopping": request.early_stopping,
         "skip_invalid": request.skip_invalid,
         "skipped_files": skipped,
     }
@@ -289,6 +291,7 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter) -> st
     config = TrainConfig(
         epochs=params["epochs"],
         augment_views=params["augment_views"],
+        early_stopping=params.get("early_stopping", False),
         seed=params["seed"],
         runtime=services.runtime,
         num_workers=services.settings.num_workers,
