@@ -14,6 +14,8 @@ from .data import Normalizer, plain_view
 from .errors import CheckpointError
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
 
+CHUNK = 16  # the extraction batch of training (ml.training.TrainConfig.extract_batch_size)
+
 
 class Predictor:
     """Frozen feature extractor + linear head + temperature + preprocessing, ready to answer requests.
@@ -66,11 +68,18 @@ class Predictor:
         )
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax)."""
-        batch = self.normalize(torch.stack([self.transform(image) for image in images]))
-        with torch.inference_mode():
-            logits = self.head(self.extractor(batch).cpu().float()) / self.temperature
-        return torch.softmax(logits, dim=1)
+        """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax).
+
+        At most ``CHUNK`` images go through the backbone at once, so a large batch request does not
+        grow the runtime's working memory beyond what training already uses.
+        """
+        logits = []
+        for start in range(0, len(images), CHUNK):
+            chunk = images[start : start + CHUNK]
+            batch = self.normalize(torch.stack([self.transform(image) for image in chunk]))
+            with torch.inference_mode():
+                logits.append(self.head(self.extractor(batch).cpu().float()) / self.temperature)
+        return torch.softmax(torch.cat(logits), dim=1)
 
     def predict(self, images: Sequence[Image.Image], *, top_k: int) -> list[list[tuple[str, float]]]:
         """The ``top_k`` most likely ``(label, probability)`` pairs per image, best first."""

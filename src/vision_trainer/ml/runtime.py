@@ -34,13 +34,11 @@ class RuntimeOptions:
     kind: ``onnx`` or ``torch``.
     device: torch device string; ONNX Runtime is used on the CPU only.
     cache_dir: Where exported ONNX backbones are kept (required for ``onnx``).
-    threads: Intra-op threads of ONNX Runtime sessions (None: its default, one per core).
     """
 
     kind: RuntimeKind = "torch"
     device: str = "cpu"
     cache_dir: Path | None = None
-    threads: int | None = None
 
 
 def onnx_available() -> bool:
@@ -84,18 +82,15 @@ class TorchExtractor:
 class OnnxExtractor:
     """An ONNX Runtime session with the same call signature as ``TorchExtractor`` (CPU tensors out)."""
 
-    def __init__(self, path: Path, threads: int | None = None, spin: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         # Memory patterns are planned per input shape (every batch size seen) and kept: measured on
         # EfficientNet-Lite0 at batch 32, turning them off cut peak RSS by 400 MB at equal speed.
         options.enable_mem_pattern = False
-        if not spin:
-            # Spinning intra-op threads burn the cores that image decoding and the API need.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
+        # Spinning intra-op threads burn the cores that image decoding and the API need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
@@ -176,5 +171,5 @@ def build_extractor(backbone: nn.Module, *, name: str, input_size: int, options:
         if extractor is None:
             if not path.is_file():
                 export_onnx(backbone, path, input_size=input_size, output_name="features")
-            extractor = _sessions[path] = OnnxExtractor(path, options.threads)
+            extractor = _sessions[path] = OnnxExtractor(path)
         return extractor

@@ -88,32 +88,35 @@ def checkpoint_file(services: Services, model_id: str) -> Path:
     return path
 
 
+def _stored_images(session: Any, model: Model) -> dict[str, str]:
+    """``{image_id: path relative to the data dir}`` of the images of the job that trained ``model``
+    (empty for imported models and deleted jobs)."""
+    job = repo.get_job(session, job_id=model.job_id) if model.job_id else None
+    if job is None:
+        return {}
+    return {Path(item["file"]).stem: f"{job.id}/{item['file']}" for item in job.inputs}
+
+
 def model_image(services: Services, model_id: str, image_id: str) -> Path:
     """A stored training or test image of the job that trained the model. Raises NotFound."""
     with services.db.session() as session:
-        model = _require(session, model_id)
-        job = repo.get_job(session, job_id=model.job_id) if model.job_id else None
-        entry = next((i for i in job.inputs if Path(i["file"]).stem == image_id), None) if job else None
-    if job is None or entry is None:
+        stored = _stored_images(session, _require(session, model_id))
+    if image_id not in stored:
         raise NotFound(f"model {model_id} has no stored image {image_id!r} (imported models and deleted jobs have none)")
-    path = services.files.job_dir(job.id) / entry["file"]
+    path = services.files.inside("jobs", stored[image_id])
     if not path.is_file():
         raise NotFound(f"image {image_id} is missing from the data dir")
     return path
 
 
 def stored_test_images(services: Services, model_id: str, limit: int) -> list[Path]:
-    """Up to ``limit`` of the model's stored test images (none for imported models)."""
+    """Up to ``limit`` of the model's stored test images that are still on disk (none for imported models)."""
     with services.db.session() as session:
         model = _require(session, model_id)
-        ids = list(model.data.get("test_image_ids", []))[:limit]
-    paths = []
-    for image_id in ids:
-        try:
-            paths.append(model_image(services, model_id, image_id))
-        except NotFound:
-            continue
-    return paths
+        stored = _stored_images(session, model)
+        ids = [i for i in model.data.get("test_image_ids", []) if i in stored]
+    paths = (services.files.inside("jobs", stored[i]) for i in ids)
+    return [path for path in paths if path.is_file()][:limit]
 
 
 def import_model(

@@ -16,6 +16,8 @@ from .errors import Conflict, NotFound
 from .uploads import RESERVED_LABEL as UNKNOWN_LABEL
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from .context import Services
 
 
@@ -99,6 +101,10 @@ def _answer(ranked: list[tuple[str, float]], min_confidence: float) -> dict[str,
     }
 
 
+def _decode(services: Services, predictor: Predictor, data: bytes) -> Image.Image:
+    return open_image(data, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size)
+
+
 def _top_k(predictor: Predictor, top_k: int | None) -> int:
     return top_k if top_k is not None else min(5, len(predictor.class_names))
 
@@ -123,8 +129,7 @@ def predict_image(
     """
     resolved = resolve_model_id(services, model_id)
     predictor = load_predictor(services, resolved)
-    image = open_image(data, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size)
-    ranked = predictor.predict([image], top_k=_top_k(predictor, top_k))[0]
+    ranked = predictor.predict([_decode(services, predictor, data)], top_k=_top_k(predictor, top_k))[0]
     return {**_answer(ranked, min_confidence), "model_id": resolved}
 
 
@@ -143,7 +148,7 @@ def predict_batch(
     images = []
     for filename, data in files:
         try:
-            images.append(open_image(data, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size))
+            images.append(_decode(services, predictor, data))
             entries.append({"filename": filename})
         except InvalidImageError as exc:
             entries.append({"filename": filename, "error": {"code": exc.code, "detail": f"{filename!r}: {exc}"}})
