@@ -61,7 +61,10 @@ class JobPublic(BaseModel):
     model_id: str | None
     error: str | None
     params: dict[str, Any]
-    attempts: int
+    attempts: int = Field(description="Times a worker has claimed the job (a worker that died counts).")
+    worker: str | None = Field(description="The claim that holds (or last held) the job: host:pid#claim.")
+    heartbeat_at: str | None = Field(description="When the worker training the job last said it was alive.")
+    duration_s: float | None = Field(description="Seconds from claim to the saved model, for a succeeded job.")
 
 
 class JobFinished(JobPublic):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from ..store.files import remove_tree
 from ..store.tables import Job
 from .backbones import choose_backbone
 from .context import Services
-from .errors import Conflict, InsufficientStorage, NotFound, TooManyRequests
+from .errors import Conflict, InsufficientStorage, NotFound, TooManyRequests, Unavailable
 from .queue import JobQueue
 from .uploads import (
     Upload,
@@ -98,7 +102,22 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
     except BaseException:
         remove_tree(job_dir)
         raise
-    queue.enqueue(job_id)
+    try:
+        queue.enqueue(job_id)
+    except Exception as exc:
+        # Nobody would ever run it: take the job back so the client can retry with nothing half-made.
+        log.error("could not enqueue job %s: %s", job_id, exc)
+        with services.db.session() as session:
+            withdrawn = repo.set_job_status(session, job_id=job_id, expected=["queued"], status="queued")
+            if withdrawn:
+                repo.delete_job(session, job_id=job_id)
+        if not withdrawn:  # the message went out after all and a worker has the job
+            return view
+        remove_tree(job_dir)
+        raise Unavailable(
+            f"the job queue cannot be reached ({type(exc).__name__}); the job was not created, retry later",
+            code="queue_unavailable",
+        ) from None
     return view
 
 
@@ -193,13 +212,56 @@ class JobInterrupted(Exception):
     """The runner is shutting down: the job goes back to the queue instead of ending."""
 
 
+class JobLost(Exception):
+    """This claim no longer holds the job: its heartbeat went stale and the job was re-queued."""
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, as job rows show who trains them."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Heartbeat:
+    """Stamps the job's heartbeat from a thread of its own, so a long batch never looks like a dead
+    worker; notices when the claim was lost (the sweep re-queued the job)."""
+
+    def __init__(self, services: Services, job_id: str, claim: str) -> None:
+        self.services, self.job_id, self.claim = services, job_id, claim
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"vt-heartbeat-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.services.settings.heartbeat_interval_s):
+            try:
+                with self.services.db.session() as session:
+                    held = repo.heartbeat(session, job_id=self.job_id, worker_id=self.claim)
+            except Exception:  # a database hiccup: try again at the next beat
+                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+                continue
+            if not held:
+                self.lost.set()
+                return
+
+
 class _JobReporter:
     """Writes progress, log lines and cancellation checks of one running job to the database."""
 
-    def __init__(self, services: Services, job_id: str, interrupted: Callable[[], bool]) -> None:
+    def __init__(
+        self, services: Services, job_id: str, interrupted: Callable[[], bool], lost: threading.Event
+    ) -> None:
         self.services = services
         self.job_id = job_id
         self.interrupted = interrupted
+        self.lost = lost
         self._last_phase = ""
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
@@ -226,6 +288,8 @@ class _JobReporter:
     def should_stop(self) -> bool:
         if self.interrupted():
             raise JobInterrupted(self.job_id)
+        if self.lost.is_set():
+            raise JobLost(self.job_id)
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check >= CANCEL_POLL_S:
             self._last_cancel_check = now
@@ -238,47 +302,55 @@ class _JobReporter:
 
 
 def run_training_job(
-    services: Services, job_id: str, *, interrupted: Callable[[], bool] = lambda: False
+    services: Services,
+    job_id: str,
+    *,
+    worker: str | None = None,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> str | None:
     """Claim a queued job and train it to the end: the one entry point every runner calls.
 
-    Safe to call twice for the same job: only a caller that moves it ``queued -> running`` trains.
-    When ``interrupted()`` turns True (the runner is stopping) the job is put back in the queue.
+    Safe to call any number of times, from any number of processes, for the same job: only the call
+    that moves it ``queued -> running`` trains, and only while its claim holds (a heartbeat thread
+    keeps it fresh). When ``interrupted()`` turns True (the runner is stopping) the job is put back
+    in the queue.
 
     Returns:
-        The job's final status, or None when this call did not claim the job.
+        The job's final status, or None when this call did not claim the job or lost it.
     """
+    claim = f"{worker or worker_name()}#{uuid.uuid4().hex[:8]}"
     with services.db.session() as session:
-        claimed = repo.set_job_status(
-            session, job_id=job_id, expected=["queued"], status="running", started_at=repo.now(),
-            phase="preparing", done=0, total=0, epoch=None, attempts=Job.attempts + 1,
-        )
+        claimed = repo.claim_job(session, job_id=job_id, worker_id=claim)
         job = repo.get_job(session, job_id=job_id) if claimed else None
     if job is None:
         return None
-    reporter = _JobReporter(services, job_id, interrupted)
-    try:
-        reporter.log(job.params["backbone_note"])
-        if skipped := job.params.get("skipped_files"):
-            reporter.log(f"Skipped {len(skipped)} unusable file(s): "
-                         + "; ".join(f"{e['field']}[{e['index']}] {e['detail']}" for e in skipped))
-        if job.attempts > 1:
-            reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
-        model_id = _train_and_store(services, job, reporter)
-    except JobInterrupted:
-        _requeue(services, job_id, "Interrupted: the server is stopping; the job will run again")
-        return None
-    except TrainingCancelled:
-        return _finish(services, job_id, "cancelled", reporter, line="Cancelled")
-    except MLError as exc:
-        return _finish(services, job_id, "failed", reporter, error=str(exc))
-    except Exception as exc:  # a job must end with a status whatever went wrong
-        log.exception("job %s failed", job_id)
-        return _finish(services, job_id, "failed", reporter, error=f"{type(exc).__name__}: {exc}")
-    return _finish(services, job_id, "succeeded", reporter, model_id=model_id, line=f"Saved model {model_id}")
+    started = time.monotonic()
+    with _Heartbeat(services, job_id, claim) as heartbeat:
+        reporter = _JobReporter(services, job_id, interrupted, heartbeat.lost)
+        try:
+            reporter.log(f"{job.params['backbone_note']} (worker {claim})")
+            if skipped := job.params.get("skipped_files"):
+                reporter.log(f"Skipped {len(skipped)} unusable file(s): "
+                             + "; ".join(f"{e['field']}[{e['index']}] {e['detail']}" for e in skipped))
+            if job.attempts > 1:
+                reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
+            return _train_and_store(services, job, reporter, claim, started)
+        except JobInterrupted:
+            _release(services, job_id, claim, "Interrupted: the server is stopping; the job will run again")
+            return None
+        except JobLost:
+            log.warning("job %s: claim %s lost (heartbeat went stale); another worker runs it", job_id, claim)
+            return None
+        except TrainingCancelled:
+            return _finish(services, job_id, claim, "cancelled", line="Cancelled")
+        except MLError as exc:
+            return _finish(services, job_id, claim, "failed", error=str(exc))
+        except Exception as exc:  # a job must end with a status whatever went wrong
+            log.exception("job %s failed", job_id)
+            return _finish(services, job_id, claim, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _train_and_store(services: Services, job: Job, reporter: _JobReporter) -> str:
+def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim: str, started: float) -> str:
     params = job.params
     spec = resolve_backbone(params["backbone"])
     job_dir = services.files.job_dir(job.id)
@@ -299,12 +371,17 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter) -> st
     )
     result = train_classifier(spec, split, job.class_names, config, reporter.hooks())
     reporter.progress("saving", 0, 1, params["epochs"])
-    return _save_model(services, job, result, removed=removed, split=split)
+    if reporter.should_stop():
+        raise TrainingCancelled()
+    _save_model(services, job, result, claim=claim, started=started, removed=removed, split=split)
+    return "succeeded"
 
 
 def _save_model(
-    services: Services, job: Job, result: TrainResult, *, removed: int, split: Split
+    services: Services, job: Job, result: TrainResult, *, claim: str, started: float, removed: int, split: Split
 ) -> str:
+    """Write the checkpoint, then in one transaction: the model row, the job's success and its last
+    events, only while ``claim`` still holds the job. So a job has one model, or none."""
     spec = resolve_backbone(job.params["backbone"])
     model_id = uuid.uuid4().hex
     path = services.files.checkpoint_path(model_id)
@@ -322,8 +399,15 @@ def _save_model(
     counts = {name: 0 for name in job.class_names}
     for item in job.inputs:
         counts[job.class_names[item["label"]]] += 1
+    duration = time.monotonic() - started
     try:
         with services.db.session() as session:
+            if not repo.set_job_status(
+                session, job_id=job.id, expected=["running"], status="succeeded", held_by=claim,
+                finished_at=repo.now(), phase="done", done=Job.total, model_id=model_id,
+                metrics=result.metrics, duration_s=duration, images_per_s=len(job.inputs) / max(duration, 1e-9),
+            ):
+                raise JobLost(job.id)
             repo.create_model(
                 session,
                 id=model_id,
@@ -345,10 +429,11 @@ def _save_model(
                 history=result.history,
                 metrics=result.metrics,
             )
-            repo.update_job(session, job_id=job.id, model_id=model_id, metrics=result.metrics)
+            _final_events(session, job.id, "succeeded", f"Saved model {model_id}", model_id=model_id)
     except BaseException:
         remove_tree(path.parent)
         raise
+    log.info("job %s: saved model %s", job.id, model_id)
     return model_id
 
 
@@ -359,43 +444,94 @@ def _content_hash(inputs: list[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
+def _final_events(
+    session: Any, job_id: str, status: str, line: str, *, model_id: str | None = None, error: str | None = None
+) -> None:
+    repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
+    repo.add_event(session, job_id=job_id, kind="status", data={"status": status, "model_id": model_id, "error": error})
+
+
 def _finish(
-    services: Services,
-    job_id: str,
-    status: str,
-    reporter: _JobReporter,
-    *,
-    model_id: str | None = None,
-    error: str | None = None,
-    line: str | None = None,
-) -> str:
-    reporter.log(line or f"Failed: {error}")
+    services: Services, job_id: str, claim: str, status: str, *, error: str | None = None, line: str | None = None
+) -> str | None:
+    """End a job this claim holds as ``failed`` or ``cancelled``; None when the claim was lost."""
+    line = line or f"Failed: {error}"
+    log.info("job %s: %s", job_id, line)
     with services.db.session() as session:
-        repo.update_job(
-            session, job_id=job_id, status=status, finished_at=repo.now(), phase="done", error=error,
-            **({"done": Job.total} if status == "succeeded" else {}),
-        )
-        repo.add_event(session, job_id=job_id, kind="status",
-                       data={"status": status, "model_id": model_id, "error": error})
+        if not repo.set_job_status(
+            session, job_id=job_id, expected=["running"], status=status, held_by=claim,
+            finished_at=repo.now(), phase="done", error=error,
+        ):
+            return None
+        _final_events(session, job_id, status, line, error=error)
     return status
 
 
-def _requeue(services: Services, job_id: str, line: str) -> None:
+def _release(services: Services, job_id: str, claim: str | None, line: str, *, died: bool = False) -> bool:
+    """Put a running job back to ``queued``. A graceful stop (``died=False``) does not use up an attempt."""
     with services.db.session() as session:
-        if repo.set_job_status(session, job_id=job_id, expected=["running"], status="queued",
-                               phase="queued", done=0, total=0, epoch=None):
+        released = repo.set_job_status(
+            session, job_id=job_id, expected=["running"], status="queued", held_by=claim,
+            phase="queued", done=0, total=0, epoch=None, worker_id=None, heartbeat_at=None,
+            **({} if died else {"attempts": Job.attempts - 1}),
+        )
+        if released:
             repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
+    return released
+
+
+def _recover(services: Services, job: Job, why: str) -> bool:
+    """A running job whose worker died: re-queue it; end it as cancelled when a cancel was asked, or as
+    failed once it has killed ``max_attempts`` workers. Returns whether it was re-queued."""
+    limit = services.settings.max_attempts
+    if job.cancel_requested:
+        status, error, line = "cancelled", None, f"Cancelled: {why}"
+    elif job.attempts < limit:
+        return _release(services, job.id, job.worker_id, f"Re-queued: {why}", died=True)
+    else:
+        status = "failed"
+        error = f"{why}; it was attempt {job.attempts} of {limit} (VT_MAX_ATTEMPTS), so it is not run again"
+        line = f"Failed: {error}"
+    with services.db.session() as session:
+        if repo.set_job_status(
+            session, job_id=job.id, expected=["running"], status=status, held_by=job.worker_id,
+            finished_at=repo.now(), phase="done", error=error,
+        ):
+            _final_events(session, job.id, status, line, error=error)
+    return False
+
+
+def sweep_stale_jobs(services: Services) -> list[str]:
+    """Re-queue (or fail) running jobs whose heartbeat is older than ``VT_HEARTBEAT_TIMEOUT_S``.
+
+    Any number of processes may sweep at once: every change is a compare-and-set on the claim.
+
+    Returns:
+        The ids put back to ``queued``; the caller hands them to its queue again.
+    """
+    timeout = services.settings.heartbeat_timeout_s
+    with services.db.session() as session:
+        stale = repo.stale_jobs(session, before=repo.now() - timedelta(seconds=timeout))
+    requeued = []
+    for job in stale:
+        why = f"worker {job.worker_id} sent no heartbeat for {timeout:g} s"
+        if _recover(services, job, why):
+            log.warning("job %s re-queued: %s", job.id, why)
+            requeued.append(job.id)
+        else:
+            log.warning("job %s failed: %s, attempt %d", job.id, why, job.attempts)
+    return requeued
 
 
 def requeue_interrupted(services: Services) -> list[str]:
-    """Put jobs a dead process left ``running`` back to ``queued``; return every queued job id, oldest first."""
+    """At the local runner's start: jobs a dead process left ``running`` go back to ``queued`` (or
+    fail after ``max_attempts``); return every queued job id, oldest first."""
     with services.db.session() as session:
-        running = [job.id for job in repo.jobs_with_status(session, statuses=["running"])]
-    for job_id in running:
-        _requeue(services, job_id, "Re-queued: the server stopped while this job ran")
+        running = repo.jobs_with_status(session, statuses=["running"])
+    for job in running:
+        _recover(services, job, "the server stopped while this job ran")
     with services.db.session() as session:
         return [job.id for job in repo.jobs_with_status(session, statuses=["queued"])]
-
 
 
 def delete_job(services: Services, job_id: str) -> None:

@@ -32,6 +32,9 @@ def job_view(job: Job, log: list[str]) -> dict[str, Any]:
         "error": job.error,
         "params": job.params,
         "attempts": job.attempts,
+        "worker": job.worker_id,
+        "heartbeat_at": iso(job.heartbeat_at),
+        "duration_s": job.duration_s,
     }
 
 

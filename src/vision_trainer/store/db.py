@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .tables import Base
+
+
+_SCHEMA_LOCK = 0x5654_0001  # any constant, the same in every process
 
 
 class Database:
@@ -23,7 +26,22 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_tables(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create missing tables, and add columns that later versions added to existing ones.
+
+        The API and every worker do this at start; on PostgreSQL an advisory lock makes them take turns.
+        """
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+            Base.metadata.create_all(conn)
+            # New columns are nullable or defaulted in Python, so ADD COLUMN keeps old rows valid.
+            inspector = inspect(conn)
+            for table in Base.metadata.sorted_tables:
+                present = {column["name"] for column in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present:
+                        kind = column.type.compile(dialect=conn.dialect)
+                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .tables import Alias, Job, JobEvent, Model, utcnow
@@ -55,18 +55,54 @@ def jobs_with_status(session: Session, *, statuses: Sequence[str]) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status.in_(statuses)).order_by(Job.created_at)))
 
 
+_UNSET: Any = object()
+
+
 def set_job_status(
-    session: Session, *, job_id: str, expected: Sequence[str], status: str, **values: Any
+    session: Session,
+    *,
+    job_id: str,
+    expected: Sequence[str],
+    status: str,
+    held_by: str | None = _UNSET,
+    **values: Any,
 ) -> bool:
-    """Compare-and-set: move the job to ``status`` only if it is in one of ``expected``.
+    """Compare-and-set: move the job to ``status`` only if it is in one of ``expected`` (and, when
+    ``held_by`` is given, only if that claim still holds it).
 
     Returns:
         Whether this call made the change (so two claimants never both win).
     """
+    conditions = [Job.id == job_id, Job.status.in_(expected)]
+    if held_by is not _UNSET:
+        conditions.append(Job.worker_id.is_(None) if held_by is None else Job.worker_id == held_by)
+    result = session.execute(update(Job).where(*conditions).values(status=status, **values))
+    return bool(result.rowcount)
+
+
+def claim_job(session: Session, *, job_id: str, worker_id: str) -> bool:
+    """``queued -> running`` for ``worker_id``, counting the attempt; False when someone else has it."""
+    stamp = utcnow()
+    return set_job_status(
+        session, job_id=job_id, expected=["queued"], status="running", started_at=stamp, heartbeat_at=stamp,
+        worker_id=worker_id, phase="preparing", done=0, total=0, epoch=None, attempts=Job.attempts + 1,
+    )
+
+
+def heartbeat(session: Session, *, job_id: str, worker_id: str) -> bool:
+    """Stamp the heartbeat of a job ``worker_id`` still holds; False when it has lost the job."""
     result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(expected)).values(status=status, **values)
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(heartbeat_at=utcnow())
     )
     return bool(result.rowcount)
+
+
+def stale_jobs(session: Session, *, before: datetime) -> list[Job]:
+    """Running jobs whose holder has not stamped a heartbeat since ``before``."""
+    stale = or_(Job.heartbeat_at < before, and_(Job.heartbeat_at.is_(None), Job.started_at < before))
+    return list(session.scalars(select(Job).where(Job.status == "running", stale).order_by(Job.created_at)))
 
 
 def update_job(session: Session, *, job_id: str, **values: Any) -> None:
@@ -166,3 +202,29 @@ def set_alias(session: Session, *, name: str, model_id: str) -> None:
 
 def now() -> datetime:
     return utcnow()
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    """Jobs per status."""
+    return {status: count for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status))}
+
+
+def duration_histogram(session: Session, *, buckets: Sequence[float]) -> tuple[list[int], int, float]:
+    """Cumulative counts of succeeded jobs' durations ``<=`` each bucket bound, their count and sum."""
+    timed = Job.duration_s.is_not(None)
+    columns = [func.sum(case((Job.duration_s <= bound, 1), else_=0)) for bound in buckets]
+    row = session.execute(select(*columns, func.count(), func.coalesce(func.sum(Job.duration_s), 0.0)).where(timed)).one()
+    return [int(v or 0) for v in row[: len(buckets)]], int(row[-2]), float(row[-1])
+
+
+def last_images_per_s(session: Session) -> float | None:
+    return session.scalar(
+        select(Job.images_per_s).where(Job.images_per_s.is_not(None)).order_by(Job.finished_at.desc()).limit(1)
+    )
+
+
+def count_models(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Model)) or 0

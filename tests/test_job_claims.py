@@ -1,0 +1,141 @@
+"""Claims, heartbeats and the stale-job sweep, on the services directly (SQLite, no broker).
+
+These rules are what keeps a job from being lost or run twice under any runner; the Celery tests
+(tests/queue) show the same with real worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from vision_trainer.jobs.inline import CallerRunsQueue
+from vision_trainer.services import training
+from vision_trainer.services.context import Services
+from vision_trainer.services.uploads import Upload
+from vision_trainer.store import repository as repo
+from vision_trainer.store.tables import Job, Model
+
+from .conftest import image_bytes, make_settings, wait_for_job
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Services:
+    created = Services.create(make_settings(
+        tmp_path / "data", augment_views=0, heartbeat_interval_s=0.2, heartbeat_timeout_s=30, max_attempts=2,
+    ))
+    yield created
+    created.close()
+
+
+def submit(services: Services, *, per_class: int = 6, size: int = 64, views: int = 0) -> str:
+    uploads = [
+        [Upload(f"{i}.png", io.BytesIO(image_bytes(color, size=size, noise=20, seed=i))) for i in range(per_class)]
+        for color in ((200, 30, 30), (30, 30, 200))
+    ]
+    request = training.TrainingRequest(labels=["red", "blue"], files=uploads, epochs=1, augment_views=views)
+    return training.submit_training(services, CallerRunsQueue(), request)["job_id"]
+
+
+class ServicesClient:
+    """``wait_for_job`` polls a client; this one answers from the services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def get(self, path: str) -> Any:
+        job = training.get_job(self.services, path.rsplit("/", 1)[1])
+        return type("Response", (), {"json": lambda self: job})()
+
+
+def age_heartbeat(services: Services, job_id: str, seconds: float) -> None:
+    with services.db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=repo.now() - timedelta(seconds=seconds)))
+
+
+def claim(services: Services, job_id: str, worker: str) -> None:
+    with services.db.session() as session:
+        assert repo.claim_job(session, job_id=job_id, worker_id=worker)
+
+
+def models_of(services: Services, job_id: str) -> list[Model]:
+    with services.db.session() as session:
+        return list(session.query(Model).filter(Model.job_id == job_id))
+
+
+def test_stale_job_is_requeued_then_failed_after_max_attempts(services) -> None:
+    job_id = submit(services)
+    claim(services, job_id, "dead-host:1#a")
+    assert training.sweep_stale_jobs(services) == []  # heartbeat still fresh: left alone
+    age_heartbeat(services, job_id, 60)
+    assert training.sweep_stale_jobs(services) == [job_id]
+    job = training.get_job(services, job_id)
+    assert (job["status"], job["attempts"], job["worker"]) == ("queued", 1, None)
+    assert "Re-queued: worker dead-host:1#a sent no heartbeat for 30 s" in job["log"]
+
+    claim(services, job_id, "dead-host:2#b")  # attempt 2 of VT_MAX_ATTEMPTS=2 dies too
+    age_heartbeat(services, job_id, 60)
+    assert training.sweep_stale_jobs(services) == []
+    job = training.get_job(services, job_id)
+    assert job["status"] == "failed" and job["attempts"] == 2
+    assert "attempt 2 of 2 (VT_MAX_ATTEMPTS)" in job["error"]
+    assert training.run_training_job(services, job_id) is None  # a finished job never runs again
+
+
+def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> None:
+    job_id = submit(services)
+    claim(services, job_id, "dead-host:1#a")
+    age_heartbeat(services, job_id, 60)
+    assert training.sweep_stale_jobs(services) == [job_id]
+    assert training.run_training_job(services, job_id, worker="alive:2") == "succeeded"
+    assert training.run_training_job(services, job_id, worker="alive:3") is None
+    job = training.get_job(services, job_id)
+    assert job["attempts"] == 2 and job["worker"].startswith("alive:2#")
+    assert len(models_of(services, job_id)) == 1
+    assert len(list((services.files.root / "models").iterdir())) == 1
+
+
+def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
+    job_id = submit(services, per_class=30, size=160, views=4)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("status", training.run_training_job(services, job_id)))
+    thread.start()
+    job = wait_for_job(ServicesClient(services), job_id, timeout=120,
+                       until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0)
+    assert job["status"] == "running" and job["progress"]["done"] < job["progress"]["total"]
+    with services.db.session() as session:  # what a sweep + another worker's claim leave behind
+        session.execute(update(Job).where(Job.id == job_id).values(worker_id="other:9#z", heartbeat_at=repo.now()))
+    thread.join(120)
+    assert result["status"] is None
+    job = training.get_job(services, job_id)
+    assert job["status"] == "running" and job["worker"] == "other:9#z"
+    assert models_of(services, job_id) == [] and not any((services.files.root / "models").iterdir())
+
+
+def test_a_cancelled_job_whose_worker_died_ends_cancelled(services) -> None:
+    job_id = submit(services)
+    claim(services, job_id, "dead-host:1#a")
+    with services.db.session() as session:
+        repo.request_cancel(session, job_id=job_id)
+    age_heartbeat(services, job_id, 60)
+    assert training.sweep_stale_jobs(services) == []
+    job = training.get_job(services, job_id)
+    assert job["status"] == "cancelled" and job["model_id"] is None
+
+
+def test_heartbeat_is_stamped_while_a_job_runs(services) -> None:
+    job_id = submit(services, per_class=30, size=160, views=4)
+    thread = threading.Thread(target=training.run_training_job, args=(services, job_id))
+    thread.start()
+    first = wait_for_job(ServicesClient(services), job_id, timeout=120, until=lambda j: j["heartbeat_at"] is not None)
+    later = wait_for_job(ServicesClient(services), job_id, timeout=120,
+                         until=lambda j: j["status"] != "running" or j["heartbeat_at"] != first["heartbeat_at"])
+    thread.join(120)
+    assert later["heartbeat_at"] != first["heartbeat_at"]
+    assert training.get_job(services, job_id)["status"] == "succeeded"
