@@ -1,6 +1,6 @@
-"""Command line: ``vision-trainer serve | train | predict | export | models``.
+"""Command line: ``vision-trainer serve | worker | train | predict | export | models``.
 
-Every command but ``serve`` works directly on the data dir (``VT_DATA_DIR``) through the same
+Every command but ``serve`` and ``worker`` works directly on the data dir (``VT_DATA_DIR``) through the same
 services the HTTP API uses.
 """
 
@@ -51,6 +51,20 @@ def _serve(args: argparse.Namespace) -> int:
         reload=args.reload,
         log_level=settings.log_level,
     )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .jobs.celery_queue import WorkerSetupError, run_worker
+
+    _limit_malloc_arenas()
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    try:
+        run_worker(settings, concurrency=args.concurrency)
+    except WorkerSetupError as exc:
+        print(f"vision-trainer worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -174,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default VT_PORT, 8000)")
     serve.add_argument("--reload", action="store_true", help="restart on source changes (development)")
     serve.set_defaults(func=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="train jobs from the Celery broker (VT_BROKER_URL) for an API with VT_JOB_BACKEND=celery")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs trained at once (default 1)")
+    worker.set_defaults(func=_worker)
 
     train = commands.add_parser("train", help="train on FOLDER/<class>/<images> and register the model")
     train.add_argument("folder", type=Path)

@@ -17,7 +17,33 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="Where the database, uploads and models live.")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file vision_trainer.db in the data dir."
+        None,
+        description="Database URL: default a SQLite file vision_trainer.db in the data dir; "
+        "postgresql://user:password@host:port/db for PostgreSQL (driver: psycopg 3).",
+    )
+    job_backend: Literal["local", "celery"] = Field(
+        "local",
+        description="Who trains: 'local' = threads of the server process; 'celery' = `vision-trainer worker` "
+        "processes fed through VT_BROKER_URL.",
+    )
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) when VT_JOB_BACKEND=celery.")
+    heartbeat_interval_s: float = Field(
+        5, gt=0, le=3600, description="How often a training worker stamps its job's heartbeat time."
+    )
+    heartbeat_timeout_s: float = Field(
+        60, gt=0, le=86_400,
+        description="A running job whose heartbeat is older than this is taken for dead and re-queued (Celery).",
+    )
+    sweep_interval_s: float = Field(
+        10, gt=0, le=3600, description="How often the API and the workers look for jobs with a stale heartbeat."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="A job whose worker died this many times is marked failed instead of re-run."
+    )
+    max_job_hours: float = Field(
+        12, gt=0, le=24 * 30,
+        description="Longest a job may train; the Redis visibility timeout is set above it so the broker "
+        "never hands a running job to a second worker.",
     )
     default_backbone: Literal["resnet18", "efficientnet_lite0"] = Field(
         "resnet18",
@@ -80,7 +106,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file inside the data dir."""
         if self.database_url:
-            return self.database_url
+            return normalize_database_url(self.database_url)
         return f"sqlite:///{(self.data_dir / 'vision_trainer.db').resolve()}"
 
     @property
@@ -110,6 +136,14 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def normalize_database_url(url: str) -> str:
+    """Plain ``postgresql://`` / ``postgres://`` URLs use psycopg 3, the driver this project installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
 
 
 @lru_cache

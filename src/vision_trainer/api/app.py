@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import threading
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from ..jobs.local import LocalJobQueue
+from ..jobs import make_job_queue
 from ..services.backbones import choose_backbone
 from ..services.context import Services
 from ..settings import Settings, get_settings
 from .errors import install_error_handlers
 from .limits import RequestSizeLimit
+from .metrics import Metrics
+from .metrics import router as metrics_router
 from .routes import jobs, models, predict, root, train
 from .schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from .security import require_api_key
@@ -32,15 +33,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.create(settings)
-        queue = LocalJobQueue(services, max_concurrent=settings.max_concurrent_jobs)
+        queue = make_job_queue(services)
         app.state.services, app.state.queue = services, queue
-        log.info("%s; device %s; data dir %s", choose_backbone(settings, None).note, services.device,
-                 services.files.root)
+        app.state.metrics.attach(services)
+        log.info("%s; device %s; data dir %s; jobs run by the %s backend", choose_backbone(settings, None).note,
+                 services.device, services.files.root, settings.job_backend)
         queue.start()
         try:
             yield
         finally:
             queue.shutdown()
+            app.state.metrics.detach()
             services.close()
 
     app = FastAPI(
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.predict_slots = threading.BoundedSemaphore(settings.max_inflight_predictions)
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
@@ -64,6 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(root.router)
     protected = [Depends(require_api_key)]
-    for module in (train, jobs, models, predict):
-        app.include_router(module.router, dependencies=protected, responses={**ERROR_RESPONSES, **AUTH_RESPONSES})
+    for router in (train.router, jobs.router, models.router, predict.router, metrics_router):
+        app.include_router(router, dependencies=protected, responses={**ERROR_RESPONSES, **AUTH_RESPONSES})
     return app

@@ -54,7 +54,7 @@ async def predict(
     """Answers `prediction` and `confidence` (the seed's names; temperature-calibrated) plus `model_id`
     and `top_k`. 409 `no_model` before any model exists; 415/413/422 for files that are not usable
     images; 503 `busy` when VT_MAX_INFLIGHT_PREDICTIONS predictions are already running."""
-    with prediction_slot(request):
+    with prediction_slot(request), request.app.state.metrics.timed_prediction("predict"):
         data = await read_limited(file, services.settings.max_file_bytes)
         return await run_in_threadpool(
             prediction.predict_image, services, data, model_id=model_id or None, top_k=top_k,
@@ -78,7 +78,7 @@ async def predict_batch(
     if len(files) > limit:
         raise InvalidRequest(f"{len(files)} files; at most {limit} per batch (VT_MAX_BATCH_FILES)",
                              code="too_many_files")
-    with prediction_slot(request):
+    with prediction_slot(request), request.app.state.metrics.timed_prediction("batch"):
         contents = [(f.filename or "", await read_limited(f, services.settings.max_file_bytes)) for f in files]
         return await run_in_threadpool(
             prediction.predict_batch, services, contents, model_id=model_id or None, top_k=top_k,
