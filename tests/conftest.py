@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from PIL import Image
 
 from vision_trainer.api.app import create_app
 from vision_trainer.settings import Settings
+
+from .servers import PostgresServer, RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("VT_TEST_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -53,6 +54,29 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data", augment_views=0)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole run; tests get databases of their own."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (plain postgresql:// URL)."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -116,12 +140,6 @@ def data_dir_files(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("vision_trainer.db")
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -47,8 +47,9 @@ BAD_FILES = {
 
 
 @pytest.fixture
-def small_limits(tmp_path: Path) -> TestClient:
-    settings = make_settings(tmp_path / "data", augment_views=0, max_file_mb=1, max_files=30, max_request_mb=4)
+def small_limits(tmp_path: Path, database_url: str | None) -> TestClient:
+    settings = make_settings(tmp_path / "data", augment_views=0, max_file_mb=1, max_files=30, max_request_mb=4,
+                             database_url=database_url)
     with TestClient(create_app(settings)) as client:
         client.data_dir = settings.data_dir  # type: ignore[attr-defined]
         yield client
@@ -193,8 +194,8 @@ def test_korean_labels_work_end_to_end(small_limits, colour_images) -> None:
     assert small_limits.get("/models").json()["items"][0]["class_names"] == ["고양이", "강아지"]
 
 
-def test_api_keys(tmp_path) -> None:
-    settings = make_settings(tmp_path / "data", api_keys="first-key, second-key")
+def test_api_keys(tmp_path, database_url) -> None:
+    settings = make_settings(tmp_path / "data", api_keys="first-key, second-key", database_url=database_url)
     with TestClient(create_app(settings)) as client:
         for open_path in ("/", "/health/live", "/health/ready", "/openapi.json", "/docs"):
             assert client.get(open_path).status_code == 200, open_path
@@ -208,8 +209,9 @@ def test_api_keys(tmp_path) -> None:
         assert client.post("/predict", files={"file": ("a.png", image_bytes(RED), "image/png")}).status_code == 401
 
 
-def test_overload_answers_429_and_503_with_retry_after(tmp_path, colour_images) -> None:
-    settings = make_settings(tmp_path / "data", augment_views=8, max_queued_jobs=1, max_inflight_predictions=1)
+def test_overload_answers_429_and_503_with_retry_after(tmp_path, colour_images, database_url) -> None:
+    settings = make_settings(tmp_path / "data", augment_views=8, max_queued_jobs=1, max_inflight_predictions=1,
+                             database_url=database_url)
     with TestClient(create_app(settings)) as client:
         data, files = multipart({"red": colour_images(RED, 30), "blue": colour_images(BLUE, 30)})
         running = client.post("/train", data=data, files=files).json()["job_id"]
@@ -230,8 +232,9 @@ def test_overload_answers_429_and_503_with_retry_after(tmp_path, colour_images) 
         wait_for_job(client, running)
 
 
-def test_client_that_disconnects_mid_upload_leaves_nothing(tmp_path, servers) -> None:
-    server = Server(tmp_path / "data", tmp_path / "server.log")
+def test_client_that_disconnects_mid_upload_leaves_nothing(tmp_path, servers, database_url) -> None:
+    server = Server(tmp_path / "data", tmp_path / "server.log",
+                    **({"VT_DATABASE_URL": database_url} if database_url else {}))
     servers.append(server)
     boundary = "vtboundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"label1\"\r\n\r\ncat\r\n"
