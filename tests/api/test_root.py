@@ -42,3 +42,16 @@ def test_main_module_exposes_app_for_uvicorn(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("VT_DATA_DIR", str(tmp_path))
     main = importlib.import_module("main")
     assert isinstance(main.app, FastAPI)
+
+
+def test_metrics_in_prometheus_format(client) -> None:
+    assert client.post("/predict", files={"file": ("a.png", b"not an image", "image/png")}).status_code in (409, 415)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        assert f'vision_trainer_jobs{{status="{status}"}} 0.0' in text
+    assert "vision_trainer_queue_depth 0.0" in text
+    assert 'vision_trainer_training_duration_seconds_bucket{le="+Inf"} 0.0' in text
+    assert 'vision_trainer_predict_latency_seconds_count{endpoint="predict"} 1.0' in text
+    assert "vision_trainer_models_loaded 0.0" in text

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from ..conftest import REPO, Server, image_bytes, multipart, wait_for_job
+from vision_trainer.api.app import create_app
+
+from ..conftest import REPO, Server, data_dir_files, image_bytes, make_settings, multipart, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -132,8 +135,9 @@ def assert_each_job_succeeded_once(cluster: Cluster, job_ids: list[str]) -> list
     models = cluster.client.get("/models", params={"limit": 100}).json()["items"]
     assert sorted(m["job_id"] for m in models) == sorted(job_ids)  # one model per job, no more
     assert cluster.model_dirs() == sorted(job["model_id"] for job in jobs)
-    for job in jobs:
-        assert sum(line.startswith("Split:") for line in job["log"]) == job["attempts"]
+    for job in jobs:  # every start is a claim that either died, was stopped gracefully, or finished
+        runs = sum(line.startswith("Split:") for line in job["log"])
+        assert runs == job["attempts"] + sum(line.startswith("Interrupted:") for line in job["log"])
     return jobs
 
 
@@ -210,3 +214,28 @@ def test_worker_refuses_to_start_without_broker_database_or_data_dir(tmp_path, r
     data_dir.mkdir()
     assert "cannot reach the broker" in refusal(VT_BROKER_URL="redis://127.0.0.1:1/0")
     assert "cannot use the database" in refusal(VT_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+
+
+def test_a_worker_stopped_gracefully_hands_its_job_back(cluster) -> None:
+    (first,) = cluster.start_workers(1)
+    job_id = cluster.submit(per_class=40, size=160, views=4, epochs=3)
+    wait_for_job(cluster.client, job_id, timeout=120, until=lambda j: j["progress"]["done"] > 0)
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(60) == 0
+    job = cluster.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["attempts"] == 0  # a graceful stop uses up no attempt
+    assert "Interrupted: the server is stopping; the job will run again" in job["log"]
+    cluster.start_workers(1)
+    jobs = assert_each_job_succeeded_once(cluster, [job_id])
+    assert jobs[0]["attempts"] == 1
+
+
+def test_unreachable_broker_answers_503_and_keeps_nothing(tmp_path, colour_images) -> None:
+    settings = make_settings(tmp_path / "data", job_backend="celery", broker_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(settings)) as client:
+        data, files = multipart({"red": colour_images(COLOURS[0], 4), "blue": colour_images(COLOURS[1], 4)})
+        response = client.post("/train", data=data, files=files)
+        assert response.status_code == 503 and response.json()["code"] == "queue_unavailable"
+        assert "retry" in response.json()["detail"]
+        assert client.get("/jobs").json()["count"] == 0
+    assert data_dir_files(settings.data_dir) == []
