@@ -147,6 +147,7 @@ class Server:
 
     def __init__(self, data_dir: Path, log: Path, **env: str) -> None:
         self.port = free_port()
+        self.data_dir = data_dir
         full_env = {**os.environ, "VT_DATA_DIR": str(data_dir), "VT_PORT": str(self.port),
                     "VT_LOG_LEVEL": "warning", **env}
         self.log = log.open("ab")

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         32, ge=1, description="Predictions being served at once beyond which /predict answers 503."
     )
     api_keys: str = Field(
-        "", description="Comma-separated API keys; when set, every endpoint but GET /, /health/* and the "
+        "", description="Comma-separated API keys; when set, every endpoint but GET /, /health/*, /ui and the "
         "docs needs one (Authorization: Bearer <key> or X-API-Key: <key>)."
     )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS (none by default).")

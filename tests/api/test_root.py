@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 from fastapi import FastAPI
 
@@ -55,3 +56,20 @@ def test_metrics_in_prometheus_format(client) -> None:
     assert 'vision_trainer_training_duration_seconds_bucket{le="+Inf"} 0.0' in text
     assert 'vision_trainer_predict_latency_seconds_count{endpoint="predict"} 1.0' in text
     assert "vision_trainer_models_loaded 0.0" in text
+
+
+def test_the_web_page_is_served_with_every_asset_local(client) -> None:
+    assert client.get("/").json()["ui"] == "/ui"
+    page = client.get("/ui/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for hook in ("add-class", "class-name-input", "class-files-input", "epochs-input", "train-button", "progress",
+                 "test-accuracy", "predict-file-input", "prediction-label"):
+        assert f'data-testid="{hook}"' in page.text, hook
+    assets = re.findall(r'(?:src|href)="\./([^"]+)"', page.text)
+    assert sorted(assets) == ["app.js", "style.css"]
+    modules = ["app.js", "style.css", "api.js", "chart.js"]
+    for name in modules:
+        response = client.get(f"/ui/{name}")
+        assert response.status_code == 200, name
+        # Offline: nothing is fetched from another host (the SVG namespace is a name, not a fetch).
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", response.text), name

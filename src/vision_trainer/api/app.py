@@ -6,9 +6,11 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..jobs import make_job_queue
@@ -24,6 +26,8 @@ from .schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from .security import require_api_key
 
 log = logging.getLogger("vision_trainer")
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+UI_PATH = "/ui"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,4 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     for router in (train.router, jobs.router, models.router, predict.router, metrics_router):
         app.include_router(router, dependencies=protected, responses={**ERROR_RESPONSES, **AUTH_RESPONSES})
+    # The web page: static files only (it talks to the API above), open like GET /; no outside assets.
+    app.mount(UI_PATH, StaticFiles(directory=WEB_DIR, html=True), name="ui")
     return app

@@ -144,7 +144,7 @@ class ServiceInfo(BaseModel):
     default_backbone: str
     default_backbone_note: str
     backbones: list[BackboneInfo]
-    ui: str | None = Field(description="Path of the web page; null while the server has none.")
+    ui: str | None = Field(description="Path of the web page (/ui).")
 
 
 class HealthStatus(BaseModel):

@@ -19,7 +19,7 @@ router = APIRouter(tags=["service"])
 @router.get("/", response_model=ServiceInfo, summary="Service status")
 async def root(services: ServicesDep) -> Any:
     """The seed's `message`, plus version, device, backbone runtime (onnx or torch), the backbone a request without one gets (and why),
-    and every backbone with whether its pretrained weights are available."""
+    every backbone with whether its pretrained weights are available, and `ui`, the path of the web page."""
     overview = await run_in_threadpool(backbone_overview, services.settings)
     return {
         "message": "Vision Trainer API is running",
@@ -27,7 +27,7 @@ async def root(services: ServicesDep) -> Any:
         "device": services.device,
         "runtime": services.runtime.kind,
         **overview,
-        "ui": None,
+        "ui": "/ui",
     }
 
 

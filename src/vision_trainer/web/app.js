@@ -1,0 +1,517 @@
+// The Vision Trainer page: classes with photos -> train with live progress -> result -> try it -> models.
+// Talks only to the JSON API (see api.js); no build step, no outside assets.
+
+import { ApiError, blobUrl, download, followEvents, getJson, onKeyNeeded, post, postForm, remove, sendJson } from "./api.js";
+import { drawChart, parseEpochLine } from "./chart.js";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const PHASES = {
+  queued: "Waiting for a free worker",
+  preparing: "Preparing",
+  extracting: "Extracting features",
+  training: "Training the classifier",
+  evaluating: "Evaluating on the test photos",
+  saving: "Saving the model",
+  done: "Done",
+};
+
+const state = {
+  classes: [], // {name input, files: File[], urls: string[], card}
+  job: null, // {id, epochs, rows, abort}
+  model: null, // model id to try; null = the server's default
+  models: [],
+  lastFile: null,
+};
+
+function show(element, visible = true) {
+  element.hidden = !visible;
+}
+
+function setError(element, message) {
+  element.textContent = message || "";
+  show(element, Boolean(message));
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}\u00a0%`;
+}
+
+function describe(error) {
+  return error instanceof ApiError ? `${error.message} (${error.code})` : `Something went wrong: ${error.message}`;
+}
+
+// --- API key ---------------------------------------------------------------------------------------
+
+onKeyNeeded(() => new Promise((resolve) => {
+  const dialog = $("#key-dialog");
+  const input = $("#key-input");
+  input.value = "";
+  dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok" ? input.value.trim() : null), { once: true });
+  dialog.showModal();
+  input.focus();
+}));
+
+// --- classes ---------------------------------------------------------------------------------------
+
+function addClass(name) {
+  const card = $("#class-template").content.firstElementChild.cloneNode(true);
+  const entry = { card, files: [], urls: [], name: $(".class-name", card) };
+  entry.name.value = name ?? `Class ${state.classes.length + 1}`;
+  entry.name.setAttribute("aria-label", "Class name");
+  $(".class-files", card).addEventListener("change", (event) => {
+    addFiles(entry, event.target.files);
+    event.target.value = "";
+  });
+  $(".remove-class", card).addEventListener("click", () => removeClass(entry));
+  const drop = $(".class-drop", card);
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    addFiles(entry, event.dataTransfer.files);
+  });
+  state.classes.push(entry);
+  $("#classes").append(card);
+  renderClasses();
+  return entry;
+}
+
+function removeClass(entry) {
+  if (state.classes.length <= 2) return;
+  entry.urls.forEach((url) => URL.revokeObjectURL(url));
+  entry.card.remove();
+  state.classes = state.classes.filter((c) => c !== entry);
+  renderClasses();
+}
+
+function addFiles(entry, files) {
+  for (const file of files) {
+    entry.files.push(file);
+    entry.urls.push(URL.createObjectURL(file));
+  }
+  setError($(".class-error", entry.card), "");
+  setError($("#upload-error"), "");
+  renderThumbs(entry);
+}
+
+function removeFile(entry, index) {
+  URL.revokeObjectURL(entry.urls[index]);
+  entry.files.splice(index, 1);
+  entry.urls.splice(index, 1);
+  renderThumbs(entry);
+}
+
+function renderThumbs(entry, refused = new Map()) {
+  const list = $(".class-thumbs", entry.card);
+  list.replaceChildren(...entry.files.map((file, index) => {
+    const item = document.createElement("li");
+    item.className = refused.has(index) ? "thumb refused" : "thumb";
+    const img = Object.assign(document.createElement("img"), { src: entry.urls[index], alt: file.name, loading: "lazy" });
+    img.addEventListener("error", () => img.classList.add("broken"), { once: true });
+    const button = Object.assign(document.createElement("button"), { type: "button", textContent: "✕" });
+    button.setAttribute("aria-label", `Remove ${file.name}`);
+    button.addEventListener("click", () => removeFile(entry, index));
+    item.title = refused.get(index) || file.name;
+    item.append(img, button);
+    return item;
+  }));
+  const count = entry.files.length;
+  $(".count", entry.card).textContent = `${count} photo${count === 1 ? "" : "s"}`;
+}
+
+function renderClasses() {
+  state.classes.forEach((entry) => {
+    $(".remove-class", entry.card).disabled = state.classes.length <= 2;
+  });
+}
+
+/** Show the server's per-file refusals on the photos they concern. */
+function showRefusedFiles(errors) {
+  state.classes.forEach((entry, i) => {
+    const mine = errors.filter((e) => e.field === `files${i + 1}`);
+    const refused = new Map(mine.map((e) => [e.index, `${e.filename}: ${e.detail}`]));
+    renderThumbs(entry, refused);
+    setError($(".class-error", entry.card), mine.map((e) => `${e.filename || `photo ${e.index + 1}`}: ${e.detail}`).join("\n"));
+  });
+}
+
+// --- training --------------------------------------------------------------------------------------
+
+function trainingForm() {
+  const form = new FormData();
+  state.classes.forEach((entry, i) => {
+    form.append(`label${i + 1}`, entry.name.value.trim());
+    entry.files.forEach((file) => form.append(`files${i + 1}`, file, file.name));
+  });
+  const fields = new FormData($("#train-form"));
+  for (const [key, value] of fields) {
+    if (String(value).trim() !== "") form.append(key, value);
+  }
+  return form;
+}
+
+function checkClasses() {
+  const names = state.classes.map((c) => c.name.value.trim());
+  if (names.some((n) => !n)) return "Give every class a name.";
+  if (new Set(names.map((n) => n.toLowerCase())).size !== names.length) return "Class names must differ.";
+  const few = state.classes.find((c) => c.files.length < 2);
+  if (few) return `“${few.name.value.trim()}” needs at least 2 photos.`;
+  return null;
+}
+
+async function startTraining(event) {
+  event.preventDefault();
+  const problem = checkClasses();
+  setError($("#upload-error"), problem);
+  if (problem) return;
+  const button = $("#train-button");
+  button.disabled = true;
+  button.textContent = "Uploading…";
+  try {
+    const job = await postForm("/train", trainingForm());
+    state.classes.forEach((entry) => renderThumbs(entry));
+    followJob(job.job_id, Number($("#epochs-input").value));
+  } catch (error) {
+    setError($("#upload-error"), describe(error));
+    if (error instanceof ApiError && error.errors.length) showRefusedFiles(error.errors);
+    button.disabled = false;
+  } finally {
+    button.textContent = "Train";
+  }
+}
+
+async function followJob(jobId, epochs) {
+  state.job?.abort.abort();
+  const job = { id: jobId, epochs, rows: [], abort: new AbortController() };
+  state.job = job;
+  show($("#progress"));
+  show($("#chart"));
+  show($("#result", document), false);
+  show($("#cancel-button"));
+  $("#job-log").textContent = "";
+  $("#progress-text").textContent = PHASES.queued;
+  $("#progress-epoch").textContent = "";
+  drawChart($("#chart-svg"), job.rows, epochs);
+  try {
+    const final = await followEvents(jobId, (kind, data) => onJobEvent(job, kind, data), job.abort.signal);
+    await onJobEnded(job, final);
+  } catch (error) {
+    if (!job.abort.signal.aborted) $("#progress-text").textContent = describe(error);
+  } finally {
+    if (state.job === job) {
+      $("#train-button").disabled = false;
+      show($("#cancel-button"), false);
+    }
+  }
+}
+
+function onJobEvent(job, kind, data) {
+  if (kind === "progress") {
+    const bar = $("#progress-bar");
+    $("#progress-text").textContent = data.total
+      ? `${PHASES[data.phase] || data.phase}: ${data.done} / ${data.total}${data.phase === "extracting" ? " images" : ""}`
+      : PHASES[data.phase] || data.phase;
+    bar.max = Math.max(data.total, 1);
+    bar.value = Math.min(data.done, bar.max);
+    if (data.epoch) $("#progress-epoch").textContent = `epoch ${data.epoch} / ${job.epochs}`;
+  } else if (kind === "log") {
+    $("#job-log").textContent += `${data.line}\n`;
+    const row = parseEpochLine(data.line);
+    if (row) {
+      job.epochs = row.epochs;
+      job.rows.push(row);
+      drawChart($("#chart-svg"), job.rows, job.epochs);
+    }
+  }
+}
+
+async function onJobEnded(job, final) {
+  const text = $("#progress-text");
+  if (final.status === "succeeded") {
+    text.textContent = "Done";
+    $("#progress-bar").value = $("#progress-bar").max;
+    state.model = final.model_id;
+    await Promise.all([showResult(final.model_id), loadModels()]);
+    $("#result-title").scrollIntoView({ behavior: "smooth", block: "start" });
+  } else if (final.status === "cancelled") {
+    text.textContent = "Cancelled";
+  } else {
+    text.textContent = `Failed: ${final.error}`;
+  }
+}
+
+async function cancelTraining() {
+  if (!state.job) return;
+  try {
+    await post(`/jobs/${state.job.id}/cancel`);
+    $("#progress-text").textContent = "Cancelling…";
+  } catch (error) {
+    $("#progress-text").textContent = describe(error);
+  }
+}
+
+// --- result ----------------------------------------------------------------------------------------
+
+async function showResult(modelId) {
+  const model = await getJson(`/models/${modelId}`);
+  const metrics = model.metrics || {};
+  $("#test-accuracy").textContent = percent(metrics.test_accuracy);
+  $("#result-note").textContent = `on ${metrics.test_count ?? "?"} test photos never used for training · ${model.backbone}`;
+  if (model.history?.length) drawChart($("#chart-svg"), model.history, model.history.length);
+
+  const perClass = $("#per-class");
+  perClass.replaceChildren();
+  perClass.createCaption().textContent = "Precision, recall and F1 on the test photos";
+  const head = perClass.createTHead().insertRow();
+  for (const title of ["class", "precision", "recall", "F1", "photos"]) {
+    head.append(Object.assign(document.createElement("th"), { scope: "col", textContent: title }));
+  }
+  const body = perClass.createTBody();
+  for (const [label, row] of Object.entries(metrics.per_class || {})) {
+    const tr = body.insertRow();
+    tr.append(Object.assign(document.createElement("th"), { scope: "row", textContent: label }));
+    for (const value of [percent(row.precision), percent(row.recall), percent(row.f1), row.support]) {
+      tr.insertCell().textContent = value;
+    }
+  }
+
+  const names = model.class_names;
+  const matrix = metrics.confusion_matrix || [];
+  const confusion = $("#confusion");
+  confusion.replaceChildren();
+  const top = confusion.createTHead().insertRow();
+  top.append(Object.assign(document.createElement("th"), { textContent: "true \\ predicted" }));
+  names.forEach((n) => top.append(Object.assign(document.createElement("th"), { scope: "col", textContent: n })));
+  const cells = confusion.createTBody();
+  matrix.forEach((counts, i) => {
+    const tr = cells.insertRow();
+    tr.append(Object.assign(document.createElement("th"), { scope: "row", textContent: names[i] }));
+    const total = counts.reduce((a, b) => a + b, 0) || 1;
+    counts.forEach((count, j) => {
+      const cell = tr.insertCell();
+      cell.textContent = count;
+      const share = count / total;
+      cell.style.setProperty("--share", share.toFixed(3));
+      cell.className = i === j ? "hit" : "miss";
+      if (share > 0.55) cell.classList.add("dark");
+      cell.title = `${count} ${names[i]} photo(s) predicted as ${names[j]}`;
+    });
+  });
+
+  const wrong = metrics.misclassified || [];
+  const thumbs = $("#misclassified");
+  thumbs.replaceChildren();
+  if (!wrong.length) thumbs.textContent = "None: every test photo was classified correctly.";
+  for (const item of wrong.slice(0, 48)) {
+    const figure = document.createElement("figure");
+    const img = Object.assign(document.createElement("img"), { alt: `A ${item.true} photo predicted as ${item.predicted}` });
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${item.true} → ${item.predicted} (${percent(item.confidence)})`;
+    figure.append(img, caption);
+    thumbs.append(figure);
+    blobUrl(`/models/${modelId}/images/${item.image_id}`).then((url) => { img.src = url; }).catch(() => img.remove());
+  }
+  show($("#result"));
+  updateTryModel();
+}
+
+// --- try it ----------------------------------------------------------------------------------------
+
+function updateTryModel() {
+  const model = state.models.find((m) => m.model_id === state.model);
+  $("#try-model").textContent = model ? model.name : state.model ? state.model : "the default model";
+}
+
+async function predict(file) {
+  state.lastFile = file;
+  const preview = $("#predict-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  show(preview);
+  const form = new FormData();
+  form.append("file", file, file.name || "photo.png");
+  if (state.model) form.append("model_id", state.model);
+  form.append("min_confidence", $("#min-confidence").value);
+  setError($("#predict-error"), "");
+  $("#prediction-label").textContent = "…";
+  try {
+    const answer = await postForm("/predict", form);
+    $("#prediction-label").textContent = answer.prediction;
+    $("#prediction-label").classList.toggle("unknown", answer.prediction === "unknown");
+    $("#top-k").replaceChildren(...answer.top_k.map((entry) => {
+      const li = document.createElement("li");
+      li.innerHTML = '<span class="bar-label"></span><span class="bar"><span class="fill"></span></span><span class="bar-value"></span>';
+      $(".bar-label", li).textContent = entry.label;
+      $(".fill", li).style.width = `${(entry.confidence * 100).toFixed(1)}%`;
+      $(".bar-value", li).textContent = percent(entry.confidence);
+      return li;
+    }));
+  } catch (error) {
+    $("#prediction-label").textContent = "";
+    $("#top-k").replaceChildren();
+    setError($("#predict-error"), describe(error));
+  }
+}
+
+async function startWebcam() {
+  const video = $("#webcam");
+  try {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
+    await video.play();
+    show(video);
+    show($("#snap-button"));
+  } catch (error) {
+    setError($("#predict-error"), `The webcam is not available: ${error.message}`);
+  }
+}
+
+function snapWebcam() {
+  const video = $("#webcam");
+  const canvas = Object.assign(document.createElement("canvas"), { width: video.videoWidth, height: video.videoHeight });
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob((blob) => blob && predict(new File([blob], "webcam.png", { type: "image/png" })), "image/png");
+}
+
+// --- models ----------------------------------------------------------------------------------------
+
+async function loadModels() {
+  setError($("#models-error"), "");
+  try {
+    const [listing, defaultId] = await Promise.all([
+      getJson("/models?limit=100"),
+      getJson("/models/default").then((m) => m.model_id, () => null),
+    ]);
+    state.models = listing.items;
+    renderModels(defaultId);
+    updateTryModel();
+  } catch (error) {
+    setError($("#models-error"), describe(error));
+  }
+}
+
+function renderModels(defaultId) {
+  const list = $("#models");
+  if (!state.models.length) {
+    list.replaceChildren(Object.assign(document.createElement("li"), { className: "muted", textContent: "No models yet: train one above." }));
+    return;
+  }
+  list.replaceChildren(...state.models.map((model) => {
+    const li = document.createElement("li");
+    li.className = model.model_id === state.model ? "model selected" : "model";
+    const info = document.createElement("div");
+    info.className = "model-info";
+    const name = Object.assign(document.createElement("strong"), { textContent: model.name });
+    const meta = Object.assign(document.createElement("span"), {
+      className: "muted small",
+      textContent: `${percent(model.metrics.test_accuracy)} test accuracy · ${new Date(model.created_at).toLocaleString()} · ${model.backbone}`,
+    });
+    info.append(name, meta);
+    if (model.model_id === defaultId) info.append(Object.assign(document.createElement("span"), { className: "badge", textContent: "default" }));
+    const actions = document.createElement("div");
+    actions.className = "model-actions";
+    const button = (label, handler, aria) => {
+      const b = Object.assign(document.createElement("button"), { type: "button", textContent: label });
+      b.setAttribute("aria-label", `${aria || label}: ${model.name}`);
+      b.addEventListener("click", () => handler().catch((error) => setError($("#models-error"), describe(error))));
+      actions.append(b);
+    };
+    button("Try", async () => {
+      state.model = model.model_id;
+      renderModels(defaultId);
+      await showResult(model.model_id);
+      if (state.lastFile) await predict(state.lastFile);
+    }, "Try this model");
+    if (model.model_id !== defaultId) {
+      button("Set default", async () => {
+        await sendJson("/models/default", "PUT", { model_id: model.model_id });
+        await loadModels();
+      });
+    }
+    button("Rename", async () => {
+      const name = prompt("New name for this model", model.name);
+      if (name && name.trim()) {
+        await sendJson(`/models/${model.model_id}`, "PATCH", { name: name.trim() });
+        await loadModels();
+      }
+    });
+    button("Checkpoint", () => download(`/models/${model.model_id}/checkpoint`, "trained_model.pth"), "Download the checkpoint");
+    button("ONNX", () => download(`/models/${model.model_id}/export?format=onnx`, `${model.model_id}.onnx`), "Download as ONNX");
+    button("Delete", async () => {
+      if (!confirm(`Delete “${model.name}” and its files? This cannot be undone.`)) return;
+      await remove(`/models/${model.model_id}`);
+      if (state.model === model.model_id) state.model = null;
+      await loadModels();
+    });
+    li.append(info, actions);
+    return li;
+  }));
+}
+
+// --- start -----------------------------------------------------------------------------------------
+
+async function loadService() {
+  try {
+    const info = await getJson("/");
+    $("#service-info").textContent = `v${info.version} · ${info.device} · default backbone ${info.default_backbone}`;
+    $("#service-info").title = info.default_backbone_note;
+    const fallback = info.backbones.some((b) => !b.pretrained_available);
+    $("#backbone-note").textContent = fallback ? info.default_backbone_note : "";
+    const select = $("#backbone-input");
+    select.replaceChildren(...info.backbones.map((b) => {
+      const option = Object.assign(document.createElement("option"), {
+        value: b.name,
+        textContent: b.pretrained_available ? b.name : `${b.name} (weights not available)`,
+        disabled: !b.pretrained_available,
+      });
+      option.selected = b.name === info.default_backbone;
+      return option;
+    }));
+  } catch (error) {
+    $("#service-info").textContent = describe(error);
+  }
+}
+
+function wirePredictDrop() {
+  const drop = $("#predict-drop");
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    if (event.dataTransfer.files[0]) predict(event.dataTransfer.files[0]);
+  });
+}
+
+function init() {
+  addClass("Class 1");
+  addClass("Class 2");
+  $("#add-class").addEventListener("click", () => addClass().name.focus());
+  $("#train-form").addEventListener("submit", startTraining);
+  $("#cancel-button").addEventListener("click", cancelTraining);
+  $("#predict-file-input").addEventListener("change", (event) => {
+    if (event.target.files[0]) predict(event.target.files[0]);
+  });
+  const slider = $("#min-confidence");
+  slider.addEventListener("input", () => { $("#min-confidence-value").textContent = Number(slider.value).toFixed(2); });
+  slider.addEventListener("change", () => state.lastFile && predict(state.lastFile));
+  if (navigator.mediaDevices?.getUserMedia) show($("#webcam-button"));
+  $("#webcam-button").addEventListener("click", startWebcam);
+  $("#snap-button").addEventListener("click", snapWebcam);
+  $("#refresh-models").addEventListener("click", loadModels);
+  wirePredictDrop();
+  loadService();
+  loadModels();
+}
+
+init();

@@ -1,0 +1,209 @@
+"""The web page at /ui in a real browser: Debian's Chromium driven by Playwright against a live server.
+
+Screenshots go to test-output/web/ (desktop 1280x800 and phone 390x844).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import REPO, Server, data_dir_files, photos
+from ..servers import require_binary
+
+pytestmark = pytest.mark.slow
+
+OUTPUT = Path(os.environ.get("VT_TEST_OUTPUT", REPO / "test-output")) / "web"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+TRAIN_PER_CLASS = 15
+LONG = 240_000  # ms: training in the browser test runs on CPU
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = require_binary("chromium")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, servers: list[Server]) -> Server:
+    started = Server(tmp_path / "data", tmp_path / "server.log", VT_AUGMENT_VIEWS="0")
+    servers.append(started)
+    return started
+
+
+class Page:
+    """A browser page that records uncaught errors; the test fails if any happened."""
+
+    def __init__(self, browser: object, base_url: str, viewport: dict[str, int]) -> None:
+        self.context = browser.new_context(viewport=viewport, base_url=base_url)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.set_default_timeout(30_000)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.page, name)
+
+    def testid(self, name: str) -> object:
+        return self.page.get_by_test_id(name)
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.errors == [], f"uncaught errors in the page: {self.errors}"
+
+
+@pytest.fixture
+def open_page(browser: object, server: Server) -> Iterator[object]:
+    pages: list[Page] = []
+
+    def make(viewport: dict[str, int] = DESKTOP) -> Page:
+        page = Page(browser, f"http://127.0.0.1:{server.port}", viewport)
+        pages.append(page)
+        page.goto("/ui")
+        page.wait_for_selector("#backbone-input option", state="attached")
+        return page
+
+    yield make
+    for page in pages:
+        page.close()
+
+
+def name_classes(page: Page, *names: str) -> None:
+    while page.testid("class-name-input").count() < len(names):
+        page.testid("add-class").click()
+    for i, name in enumerate(names):
+        page.testid("class-name-input").nth(i).fill(name)
+
+
+def test_make_classes_train_watch_and_try(open_page, server) -> None:
+    cats = photos("cats_dogs", "train", "cats", count=TRAIN_PER_CLASS)
+    dogs = photos("cats_dogs", "train", "dogs", count=TRAIN_PER_CLASS)
+    page = open_page()
+    assert page.testid("class-name-input").count() == 2  # two class cards to start with
+    name_classes(page, "cat", "dog", "spare")
+    page.locator(".remove-class").nth(2).click()  # remove the third class again
+    assert page.testid("class-name-input").count() == 2
+    page.testid("class-files-input").nth(0).set_input_files([str(p) for p in cats])
+    page.testid("class-files-input").nth(1).set_input_files([str(p) for p in dogs])
+    assert page.locator(".class-card").nth(0).locator(".count").inner_text() == f"{TRAIN_PER_CLASS} photos"
+    assert page.locator(".class-card").nth(0).locator(".thumb img").count() == TRAIN_PER_CLASS
+    page.testid("epochs-input").fill("3")
+    page.testid("train-button").click()
+
+    progress = page.testid("progress")
+    progress.wait_for(state="visible")
+    page.wait_for_function(
+        "() => /Extracting features|Training the classifier|Evaluating|Saving|Done/.test("
+        "document.querySelector('[data-testid=progress]').innerText)", timeout=LONG)
+    page.testid("test-accuracy").wait_for(state="visible", timeout=LONG)
+    accuracy = float(re.fullmatch(r"([\d.]+)\s%", page.testid("test-accuracy").inner_text()).group(1))
+    assert 50 < accuracy <= 100  # 6 test photos of real cats and dogs: better than chance
+    assert page.locator("#chart-svg circle.line-test").count() == 3  # one point per epoch
+    assert "Epoch 3/3" in page.locator("#job-log").text_content()
+    assert page.locator("#per-class tbody tr").count() == 2
+    assert page.locator("#confusion tbody td").count() == 4
+    page.screenshot(path=str(OUTPUT / "desktop-trained.png"), full_page=True)
+
+    val_cat = photos("cats_dogs", "val", "cats", count=1)[0]
+    page.testid("predict-file-input").set_input_files(str(val_cat))
+    page.wait_for_function("() => ['cat', 'dog'].includes("
+                           "document.querySelector('[data-testid=prediction-label]').innerText)")
+    assert page.locator("#top-k li").count() == 2
+    page.locator("#min-confidence").fill("1")
+    page.locator("#min-confidence").dispatch_event("change")
+    page.wait_for_function("() => document.querySelector('[data-testid=prediction-label]').innerText === 'unknown'")
+
+    model = server.client.get("/models").json()["items"][0]
+    page.get_by_role("button", name=f"Set default: {model['name']}").click()
+    page.locator(".models .badge").wait_for()
+    assert server.client.get("/models/default").json()["model_id"] == model["model_id"]
+    page.screenshot(path=str(OUTPUT / "desktop-tried.png"), full_page=True)
+
+    phone = open_page(PHONE)
+    phone.get_by_role("button", name=f"Try this model: {model['name']}").click()
+    phone.testid("test-accuracy").wait_for(state="visible")
+    width = phone.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
+    phone.screenshot(path=str(OUTPUT / "phone.png"), full_page=True)
+
+    phone.once("dialog", lambda dialog: dialog.accept())
+    phone.get_by_role("button", name=f"Delete: {model['name']}").click()
+    phone.get_by_text("No models yet").wait_for()
+    assert server.client.get("/models").json()["count"] == 0
+
+
+def test_a_file_the_server_refuses_shows_its_message(open_page, server, tmp_path) -> None:
+    cats = photos("cats_dogs", "train", "cats", count=3)
+    dogs = photos("cats_dogs", "train", "dogs", count=3)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    expected = httpx.post(  # what the API itself says about this upload
+        f"http://127.0.0.1:{server.port}/train",
+        data={"label1": "cat", "label2": "dog"},
+        files=[("files1", (p.name, p.read_bytes())) for p in [*cats, notes]]
+        + [("files2", (p.name, p.read_bytes())) for p in dogs],
+    ).json()
+    file_error = next(e for e in expected["errors"] if e["filename"] == "notes.txt")
+
+    page = open_page()
+    name_classes(page, "cat", "dog")
+    page.testid("class-files-input").nth(0).set_input_files([str(p) for p in [*cats, notes]])
+    page.testid("class-files-input").nth(1).set_input_files([str(p) for p in dogs])
+    page.testid("train-button").click()
+    page.get_by_role("alert").filter(has_text=expected["detail"]).wait_for()
+    card = page.locator(".class-card").nth(0)
+    assert f"notes.txt: {file_error['detail']}" in card.locator(".class-error").inner_text()
+    assert card.locator(".thumb.refused").count() == 1
+    assert page.testid("train-button").is_enabled()
+    assert server.client.get("/jobs").json()["count"] == 0 and data_dir_files(server.data_dir) == []
+
+
+def test_the_page_asks_for_the_api_key_once(browser, tmp_path, servers) -> None:
+    server = Server(tmp_path / "data", tmp_path / "server.log", VT_API_KEYS="sesame", VT_AUGMENT_VIEWS="0")
+    servers.append(server)
+    # Labels that do not follow the pictures, so that the test split has misclassified photos to show.
+    cats = photos("cats_dogs", "train", "cats", start=100, count=10)
+    dogs = photos("cats_dogs", "train", "dogs", start=100, count=10)
+    mixed = {"a": cats[:5] + dogs[:5], "b": cats[5:] + dogs[5:]}
+    files = [(f"files{n}", (p.name, p.read_bytes())) for n, paths in enumerate(mixed.values(), 1) for p in paths]
+    job = server.client.post("/train", headers={"X-API-Key": "sesame"}, files=files,
+                             data={"label1": "a", "label2": "b", "epochs": "1", "wait": "true"}).json()
+    model = server.client.get(f"/models/{job['model_id']}", headers={"X-API-Key": "sesame"}).json()
+    assert model["metrics"]["misclassified"], "the mixed labels should leave misclassified test photos"
+
+    page = Page(browser, f"http://127.0.0.1:{server.port}", DESKTOP)
+    try:
+        page.goto("/ui")
+        page.locator("#key-dialog").wait_for(state="visible")
+        page.locator("#key-input").fill("sesame")
+        page.locator("#key-input").press("Enter")
+        page.get_by_role("button", name=f"Try this model: {model['name']}").wait_for()
+        page.reload()
+        try_button = page.get_by_role("button", name=f"Try this model: {model['name']}")
+        try_button.wait_for()
+        assert not page.locator("#key-dialog").is_visible()  # kept for the tab's session
+        try_button.click()
+        thumbs = page.locator("#misclassified img")
+        thumbs.first.wait_for()
+        assert thumbs.count() == len(model["metrics"]["misclassified"])
+        page.wait_for_function("() => [...document.querySelectorAll('#misclassified img')]"
+                               ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)")
+        page.screenshot(path=str(OUTPUT / "desktop-misclassified.png"), full_page=True)
+    finally:
+        page.close()
