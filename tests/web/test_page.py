@@ -169,8 +169,14 @@ def test_a_file_the_server_refuses_shows_its_message(open_page, server, tmp_path
 
     page = open_page()
     name_classes(page, "cat", "dog")
-    page.testid("class-files-input").nth(0).set_input_files([str(p) for p in [*cats, notes]])
+    page.testid("class-files-input").nth(0).set_input_files([str(p) for p in cats])
     page.testid("class-files-input").nth(1).set_input_files([str(p) for p in dogs])
+    # Drop the text file on the first class, as a user dragging it from a file manager would.
+    transfer = page.evaluate_handle(
+        "text => { const t = new DataTransfer(); t.items.add(new File([text], 'notes.txt', {type: 'text/plain'}));"
+        " return t; }", notes.read_text())
+    page.locator(".class-drop").nth(0).dispatch_event("drop", {"dataTransfer": transfer})
+    assert page.locator(".class-card").nth(0).locator(".count").inner_text() == "4 photos"
     page.testid("train-button").click()
     page.get_by_role("alert").filter(has_text=expected["detail"]).wait_for()
     card = page.locator(".class-card").nth(0)

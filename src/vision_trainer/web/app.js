@@ -36,6 +36,22 @@ function percent(value) {
   return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}\u00a0%`;
 }
 
+/** Highlight `zone` while files are dragged over it and hand dropped files to `handle`. */
+function onDrop(zone, handle) {
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    handle(event.dataTransfer.files);
+  });
+}
+
 function describe(error) {
   return error instanceof ApiError ? `${error.message} (${error.code})` : `Something went wrong: ${error.message}`;
 }
@@ -63,19 +79,7 @@ function addClass(name) {
     event.target.value = "";
   });
   $(".remove-class", card).addEventListener("click", () => removeClass(entry));
-  const drop = $(".class-drop", card);
-  for (const type of ["dragenter", "dragover"]) {
-    drop.addEventListener(type, (event) => {
-      event.preventDefault();
-      drop.classList.add("over");
-    });
-  }
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    addFiles(entry, event.dataTransfer.files);
-  });
+  onDrop($(".class-drop", card), (files) => addFiles(entry, files));
   state.classes.push(entry);
   $("#classes").append(card);
   renderClasses();
@@ -477,22 +481,6 @@ async function loadService() {
   }
 }
 
-function wirePredictDrop() {
-  const drop = $("#predict-drop");
-  for (const type of ["dragenter", "dragover"]) {
-    drop.addEventListener(type, (event) => {
-      event.preventDefault();
-      drop.classList.add("over");
-    });
-  }
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    if (event.dataTransfer.files[0]) predict(event.dataTransfer.files[0]);
-  });
-}
-
 function init() {
   addClass("Class 1");
   addClass("Class 2");
@@ -509,7 +497,7 @@ function init() {
   $("#webcam-button").addEventListener("click", startWebcam);
   $("#snap-button").addEventListener("click", snapWebcam);
   $("#refresh-models").addEventListener("click", loadModels);
-  wirePredictDrop();
+  onDrop($("#predict-drop"), (files) => files[0] && predict(files[0]));
   loadService();
   loadModels();
 }
