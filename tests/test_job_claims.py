@@ -139,3 +139,31 @@ def test_heartbeat_is_stamped_while_a_job_runs(services) -> None:
     thread.join(120)
     assert later["heartbeat_at"] != first["heartbeat_at"]
     assert training.get_job(services, job_id)["status"] == "succeeded"
+
+
+def test_a_database_from_before_heartbeats_gets_the_new_columns(tmp_path) -> None:
+    from sqlalchemy import inspect
+
+    from vision_trainer.store.db import Database
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Database(url)
+    old.create_tables()
+    with old.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_jobs_heartbeat_at")
+        for column in ("worker_id", "heartbeat_at", "duration_s", "images_per_s"):
+            conn.exec_driver_sql(f"ALTER TABLE jobs DROP COLUMN {column}")
+        conn.exec_driver_sql(
+            "INSERT INTO jobs (id, status, created_at, params, class_names, inputs, phase, done, total, "
+            "cancel_requested, attempts) VALUES ('a' , 'succeeded', '2026-01-01 00:00:00', '{}', '[]', '[]', "
+            "'done', 1, 1, 0, 1)")
+    old.dispose()
+    upgraded = Database(url)
+    upgraded.create_tables()
+    columns = {c["name"] for c in inspect(upgraded.engine).get_columns("jobs")}
+    assert {"worker_id", "heartbeat_at", "duration_s", "images_per_s"} <= columns
+    assert "ix_jobs_heartbeat_at" in {i["name"] for i in inspect(upgraded.engine).get_indexes("jobs")}
+    with upgraded.session() as session:
+        job = repo.get_job(session, job_id="a")
+        assert job.status == "succeeded" and job.worker_id is None and job.heartbeat_at is None
+    upgraded.dispose()

@@ -57,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from .jobs.celery_queue import WorkerSetupError, run_worker
 
+    if args.concurrency < 1:
+        raise SystemExit("--concurrency must be at least 1")
     _limit_malloc_arenas()
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")

@@ -219,3 +219,22 @@ def test_the_page_asks_for_the_api_key_once(browser, tmp_path, servers) -> None:
         page.screenshot(path=str(OUTPUT / "desktop-misclassified.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_keyboard_and_labels(open_page) -> None:
+    page = open_page()
+    page.testid("add-class").focus()
+    page.keyboard.press("Enter")
+    assert page.testid("class-name-input").count() == 3
+    assert page.evaluate("() => document.activeElement.dataset.testid") == "class-name-input"
+    page.keyboard.type("bird")
+    assert page.testid("class-name-input").nth(2).input_value() == "Class 3bird"
+    page.keyboard.press("Tab")  # on to the new class's remove button
+    page.keyboard.press("Enter")
+    assert page.testid("class-name-input").count() == 2
+    for label in ("Backbone", "Epochs", "Minimum confidence"):
+        assert page.get_by_label(label).count() == 1, label
+    unlabelled = page.evaluate(
+        "() => [...document.querySelectorAll('input, select, button')].filter((e) => !e.closest('template')"
+        " && !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map((e) => e.outerHTML)")
+    assert unlabelled == []

@@ -519,7 +519,7 @@ def sweep_stale_jobs(services: Services) -> list[str]:
             log.warning("job %s re-queued: %s", job.id, why)
             requeued.append(job.id)
         else:
-            log.warning("job %s failed: %s, attempt %d", job.id, why, job.attempts)
+            log.warning("job %s not re-queued (cancel asked, attempts used up, or taken meanwhile): %s", job.id, why)
     return requeued
 
 

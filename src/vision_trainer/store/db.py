@@ -42,6 +42,8 @@ class Database:
                     if column.name not in present:
                         kind = column.type.compile(dialect=conn.dialect)
                         conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
