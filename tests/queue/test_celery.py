@@ -239,3 +239,16 @@ def test_unreachable_broker_answers_503_and_keeps_nothing(tmp_path, colour_image
         assert "retry" in response.json()["detail"]
         assert client.get("/jobs").json()["count"] == 0
     assert data_dir_files(settings.data_dir) == []
+
+
+def test_a_restarted_api_leaves_jobs_that_live_workers_train_alone(cluster) -> None:
+    cluster.start_workers(1)
+    job_id = cluster.submit(per_class=60, size=224, views=8, epochs=3)
+    running = wait_for_job(cluster.client, job_id, timeout=120, until=lambda j: j["progress"]["done"] > 0)
+    cluster.api.kill()
+    cluster.api = Server(cluster.data_dir, cluster.tmp_path / "api2.log", **cluster.env)
+    cluster.client = cluster.api.client
+    assert cluster.client.get(f"/jobs/{job_id}").json()["status"] == "running"  # the restart came mid-job
+    jobs = assert_each_job_succeeded_once(cluster, [job_id])
+    assert jobs[0]["attempts"] == 1 and jobs[0]["worker"] == running["worker"]
+    assert not any(line.startswith("Re-queued") for line in jobs[0]["log"])

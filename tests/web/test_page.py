@@ -111,6 +111,7 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
     page.wait_for_function(
         "() => /Extracting features|Training the classifier|Evaluating|Saving|Done/.test("
         "document.querySelector('[data-testid=progress]').innerText)", timeout=LONG)
+    page.screenshot(path=str(OUTPUT / "desktop-training.png"), full_page=True)
     page.testid("test-accuracy").wait_for(state="visible", timeout=LONG)
     accuracy = float(re.fullmatch(r"([\d.]+)\s%", page.testid("test-accuracy").inner_text()).group(1))
     assert 50 < accuracy <= 100  # 6 test photos of real cats and dogs: better than chance
