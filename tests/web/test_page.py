@@ -239,3 +239,20 @@ def test_keyboard_and_labels(open_page) -> None:
         "() => [...document.querySelectorAll('input, select, button')].filter((e) => !e.closest('template')"
         " && !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map((e) => e.outerHTML)")
     assert unlabelled == []
+
+
+def test_cancel_from_the_page(open_page, server) -> None:
+    page = open_page()
+    name_classes(page, "cat", "dog")
+    page.testid("class-files-input").nth(0).set_input_files([str(p) for p in photos("cats_dogs", "train", "cats", count=20)])
+    page.testid("class-files-input").nth(1).set_input_files([str(p) for p in photos("cats_dogs", "train", "dogs", count=20)])
+    page.get_by_text("Advanced options").click()
+    page.get_by_label("Augmented views per photo").fill("16")  # a job long enough to cancel mid-way
+    page.testid("train-button").click()
+    page.get_by_text(re.compile(r"Extracting features: \d+ / \d+ images")).wait_for(timeout=LONG)
+    page.get_by_role("button", name="Cancel").click()
+    page.locator("#progress-text").filter(has_text=re.compile("^Cancelled$")).wait_for(timeout=60_000)
+    job = server.client.get("/jobs").json()["items"][0]
+    assert job["status"] == "cancelled" and job["params"]["augment_views"] == 16
+    assert server.client.get("/models").json()["count"] == 0
+    assert page.testid("train-button").is_enabled() and not page.get_by_role("button", name="Cancel").is_visible()
