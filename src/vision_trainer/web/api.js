@@ -12,11 +12,18 @@ export class ApiError extends Error {
   }
 }
 
-let askForKey = async () => null;
+let askUser = async () => null;
+let pendingKey = null;
 
 /** How the page asks the user for a key when the server answers 401. */
 export function onKeyNeeded(ask) {
-  askForKey = ask;
+  askUser = ask;
+}
+
+/** One prompt however many requests were refused at once; they all retry with its answer. */
+function askForKey() {
+  pendingKey ??= askUser().finally(() => { pendingKey = null; });
+  return pendingKey;
 }
 
 function headers(extra = {}) {
