@@ -135,6 +135,20 @@ def wait_for_job(client: Any, job_id: str, *, timeout: float = 300, until: Calla
         time.sleep(0.2)
 
 
+def submit_job(services: Any, *, per_class: int = 6, size: int = 64, views: int = 0) -> str:
+    """A queued red-vs-blue job submitted through the services, as the API would; its id."""
+    from vision_trainer.jobs.inline import CallerRunsQueue
+    from vision_trainer.services import training
+    from vision_trainer.services.uploads import Upload
+
+    uploads = [
+        [Upload(f"{i}.png", io.BytesIO(image_bytes(color, size=size, noise=20, seed=i))) for i in range(per_class)]
+        for color in ((200, 30, 30), (30, 30, 200))
+    ]
+    request = training.TrainingRequest(labels=["red", "blue"], files=uploads, epochs=1, augment_views=views)
+    return training.submit_training(services, CallerRunsQueue(), request)["job_id"]
+
+
 def data_dir_files(root: Path) -> list[str]:
     """Every file under the data dir except the database's own."""
     return sorted(

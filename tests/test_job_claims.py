@@ -6,7 +6,6 @@ These rules are what keeps a job from being lost or run twice under any runner; 
 
 from __future__ import annotations
 
-import io
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -15,14 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from vision_trainer.jobs.inline import CallerRunsQueue
 from vision_trainer.services import training
 from vision_trainer.services.context import Services
-from vision_trainer.services.uploads import Upload
 from vision_trainer.store import repository as repo
 from vision_trainer.store.tables import Job, Model
 
-from .conftest import image_bytes, make_settings, wait_for_job
+from .conftest import make_settings, submit_job, wait_for_job
 
 
 @pytest.fixture
@@ -32,15 +29,6 @@ def services(tmp_path: Path) -> Services:
     ))
     yield created
     created.close()
-
-
-def submit(services: Services, *, per_class: int = 6, size: int = 64, views: int = 0) -> str:
-    uploads = [
-        [Upload(f"{i}.png", io.BytesIO(image_bytes(color, size=size, noise=20, seed=i))) for i in range(per_class)]
-        for color in ((200, 30, 30), (30, 30, 200))
-    ]
-    request = training.TrainingRequest(labels=["red", "blue"], files=uploads, epochs=1, augment_views=views)
-    return training.submit_training(services, CallerRunsQueue(), request)["job_id"]
 
 
 class ServicesClient:
@@ -70,7 +58,7 @@ def models_of(services: Services, job_id: str) -> list[Model]:
 
 
 def test_stale_job_is_requeued_then_failed_after_max_attempts(services) -> None:
-    job_id = submit(services)
+    job_id = submit_job(services)
     claim(services, job_id, "dead-host:1#a")
     assert training.sweep_stale_jobs(services) == []  # heartbeat still fresh: left alone
     age_heartbeat(services, job_id, 60)
@@ -89,7 +77,7 @@ def test_stale_job_is_requeued_then_failed_after_max_attempts(services) -> None:
 
 
 def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> None:
-    job_id = submit(services)
+    job_id = submit_job(services)
     claim(services, job_id, "dead-host:1#a")
     age_heartbeat(services, job_id, 60)
     assert training.sweep_stale_jobs(services) == [job_id]
@@ -102,7 +90,7 @@ def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> No
 
 
 def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
-    job_id = submit(services, per_class=30, size=160, views=4)
+    job_id = submit_job(services, per_class=30, size=160, views=4)
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.setdefault("status", training.run_training_job(services, job_id)))
     thread.start()
@@ -119,7 +107,7 @@ def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
 
 
 def test_a_cancelled_job_whose_worker_died_ends_cancelled(services) -> None:
-    job_id = submit(services)
+    job_id = submit_job(services)
     claim(services, job_id, "dead-host:1#a")
     with services.db.session() as session:
         repo.request_cancel(session, job_id=job_id)
@@ -130,7 +118,7 @@ def test_a_cancelled_job_whose_worker_died_ends_cancelled(services) -> None:
 
 
 def test_heartbeat_is_stamped_while_a_job_runs(services) -> None:
-    job_id = submit(services, per_class=30, size=160, views=4)
+    job_id = submit_job(services, per_class=30, size=160, views=4)
     thread = threading.Thread(target=training.run_training_job, args=(services, job_id))
     thread.start()
     first = wait_for_job(ServicesClient(services), job_id, timeout=120, until=lambda j: j["heartbeat_at"] is not None)

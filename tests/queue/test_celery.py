@@ -20,8 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from vision_trainer.api.app import create_app
+from vision_trainer.services.context import Services
 
-from ..conftest import REPO, Server, data_dir_files, image_bytes, make_settings, multipart, wait_for_job
+from ..conftest import REPO, Server, data_dir_files, image_bytes, make_settings, multipart, submit_job, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -214,6 +215,13 @@ def test_worker_refuses_to_start_without_broker_database_or_data_dir(tmp_path, r
     data_dir.mkdir()
     assert "cannot reach the broker" in refusal(VT_BROKER_URL="redis://127.0.0.1:1/0")
     assert "cannot use the database" in refusal(VT_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    # A job waits in the database, but its images are in another data dir than this worker's.
+    api_side = Services.create(make_settings(tmp_path / "shared", database_url=postgres_url))
+    try:
+        job_id = submit_job(api_side)
+    finally:
+        api_side.close()
+    assert f"jobs/{job_id}): this is not the API's data dir" in refusal()
 
 
 def test_a_worker_stopped_gracefully_hands_its_job_back(cluster) -> None:

@@ -17,9 +17,14 @@ from collections.abc import Callable
 from celery import Celery, signals
 
 from ..services.context import Services
-from ..services.training import run_training_job, sweep_stale_jobs, worker_name
+from ..services.training import (
+    job_status,
+    run_training_job,
+    sweep_stale_jobs,
+    waiting_jobs_without_images,
+    worker_name,
+)
 from ..settings import Settings
-from ..store import repository as repo
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +129,12 @@ def check_worker_setup(settings: Settings, app: Celery) -> Services:
     except Exception as exc:
         raise WorkerSetupError(f"cannot reach the broker at {settings.broker_url} (VT_BROKER_URL): {exc}") from None
     try:
-        services = Services.create(settings)
-        services.db.ping()
-    except WorkerSetupError:
-        raise
+        services = Services.create(settings)  # connects and creates missing tables
     except Exception as exc:
         raise WorkerSetupError(
             f"cannot use the database (VT_DATABASE_URL={settings.database_url or 'SQLite in the data dir'}): {exc}"
         ) from None
-    with services.db.session() as session:
-        waiting = repo.jobs_with_status(session, statuses=["queued", "running"])
-    missing = [job.id for job in waiting if not services.files.job_dir(job.id).is_dir()]
+    missing = waiting_jobs_without_images(services)
     if missing:
         services.close()
         raise WorkerSetupError(
@@ -153,7 +153,7 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def train(job_id: str) -> str | None:
         status = run_training_job(services, job_id, worker=me, interrupted=stopping.is_set)
-        if stopping.is_set() and _status(services, job_id) == "queued":
+        if stopping.is_set() and job_status(services, job_id) == "queued":
             # Released by a graceful stop: its message is acknowledged with this return, so send a new one.
             app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE_NAME)
         return status
@@ -177,9 +177,3 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
     finally:
         sweeper.stop()
         services.close()
-
-
-def _status(services: Services, job_id: str) -> str | None:
-    with services.db.session() as session:
-        job = repo.get_job(session, job_id=job_id)
-        return job.status if job else None

@@ -523,6 +523,21 @@ def sweep_stale_jobs(services: Services) -> list[str]:
     return requeued
 
 
+def job_status(services: Services, job_id: str) -> str | None:
+    """The job's status, or None when there is no such job."""
+    with services.db.session() as session:
+        job = repo.get_job(session, job_id=job_id)
+        return job.status if job else None
+
+
+def waiting_jobs_without_images(services: Services) -> list[str]:
+    """Queued or running jobs whose uploaded images are not in this process's data dir: a worker that
+    sees any is not looking at the API's data dir."""
+    with services.db.session() as session:
+        waiting = [job.id for job in repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))]
+    return [job_id for job_id in waiting if not services.files.job_dir(job_id).is_dir()]
+
+
 def requeue_interrupted(services: Services) -> list[str]:
     """At the local runner's start: jobs a dead process left ``running`` go back to ``queued`` (or
     fail after ``max_attempts``); return every queued job id, oldest first."""
