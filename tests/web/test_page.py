@@ -142,6 +142,12 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
         assert download.value.suggested_filename == filename
         assert Path(download.value.path()).stat().st_size > 100_000  # a real model file, not an error body
 
+    page.once("dialog", lambda dialog: dialog.accept("Cats and dogs"))
+    page.get_by_role("button", name=f"Rename: {model['name']}").click()
+    page.get_by_role("button", name="Rename: Cats and dogs").wait_for()
+    model = server.client.get(f"/models/{model['model_id']}").json()
+    assert model["name"] == "Cats and dogs"
+
     phone = open_page(PHONE)
     phone.get_by_role("button", name=f"Try this model: {model['name']}").click()
     phone.testid("test-accuracy").wait_for(state="visible")
