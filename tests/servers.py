@@ -31,7 +31,8 @@ def require_binary(name: str, *search: str) -> str:
     found = shutil.which(name) or next((p for pattern in search for p in sorted(glob.glob(pattern), reverse=True)), None)
     if found:
         return found
-    reason = f"{name} is not installed (Debian: apt-get install -y {'redis-server' if 'redis' in name else 'postgresql'})"
+    package = {"redis-server": "redis-server", "initdb": "postgresql", "chromium": "chromium"}.get(name, name)
+    reason = f"{name} is not installed (Debian: apt-get install -y {package})"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason}; CI must run these tests")
     pytest.skip(reason)
