@@ -54,6 +54,11 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def publish(app: Celery, job_id: str) -> None:
+    """Put a job id on the broker. The task id is the job id, so one revoke covers every delivery."""
+    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE_NAME)
+
+
 class Sweeper:
     """Every ``VT_SWEEP_INTERVAL_S``: re-queue jobs whose heartbeat went stale and hand them to ``enqueue``."""
 
@@ -92,8 +97,7 @@ class CeleryJobQueue:
         self._sweeper.start()
 
     def enqueue(self, job_id: str) -> None:
-        # The task id is the job id, so one revoke covers every delivery of the job.
-        self.app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE_NAME)
+        publish(self.app, job_id)
 
     def cancel(self, job_id: str) -> None:
         # The database flag is what stops a running job; revoking spares workers a queued message.
@@ -155,10 +159,10 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
         status = run_training_job(services, job_id, worker=me, interrupted=stopping.is_set)
         if stopping.is_set() and job_status(services, job_id) == "queued":
             # Released by a graceful stop: its message is acknowledged with this return, so send a new one.
-            app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE_NAME)
+            publish(app, job_id)
         return status
 
-    sweeper = Sweeper(services, lambda job_id: train.apply_async(args=[job_id], task_id=job_id, queue=QUEUE_NAME))
+    sweeper = Sweeper(services, lambda job_id: publish(app, job_id))
 
     @signals.worker_ready.connect(weak=False)
     def _ready(**_: object) -> None:

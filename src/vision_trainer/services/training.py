@@ -452,9 +452,10 @@ def _final_events(
 
 
 def _finish(
-    services: Services, job_id: str, claim: str, status: str, *, error: str | None = None, line: str | None = None
+    services: Services, job_id: str, claim: str | None, status: str, *, error: str | None = None,
+    line: str | None = None,
 ) -> str | None:
-    """End a job this claim holds as ``failed`` or ``cancelled``; None when the claim was lost."""
+    """End a job ``claim`` holds as ``failed`` or ``cancelled``; None when the claim was lost."""
     line = line or f"Failed: {error}"
     log.info("job %s: %s", job_id, line)
     with services.db.session() as session:
@@ -485,19 +486,12 @@ def _recover(services: Services, job: Job, why: str) -> bool:
     failed once it has killed ``max_attempts`` workers. Returns whether it was re-queued."""
     limit = services.settings.max_attempts
     if job.cancel_requested:
-        status, error, line = "cancelled", None, f"Cancelled: {why}"
+        _finish(services, job.id, job.worker_id, "cancelled", line=f"Cancelled: {why}")
     elif job.attempts < limit:
         return _release(services, job.id, job.worker_id, f"Re-queued: {why}", died=True)
     else:
-        status = "failed"
-        error = f"{why}; it was attempt {job.attempts} of {limit} (VT_MAX_ATTEMPTS), so it is not run again"
-        line = f"Failed: {error}"
-    with services.db.session() as session:
-        if repo.set_job_status(
-            session, job_id=job.id, expected=["running"], status=status, held_by=job.worker_id,
-            finished_at=repo.now(), phase="done", error=error,
-        ):
-            _final_events(session, job.id, status, line, error=error)
+        _finish(services, job.id, job.worker_id, "failed",
+                error=f"{why}; it was attempt {job.attempts} of {limit} (VT_MAX_ATTEMPTS), so it is not run again")
     return False
 
 

@@ -196,7 +196,7 @@ async function followJob(jobId, epochs) {
   state.job = job;
   show($("#progress"));
   show($("#chart"));
-  show($("#result", document), false);
+  show($("#result"), false);
   show($("#cancel-button"));
   $("#job-log").textContent = "";
   $("#progress-text").textContent = PHASES.queued;
