@@ -1,17 +1,21 @@
-# `make run` and `make test` work on a fresh machine: they create .venv and install the project first.
+# `make run` and `make test` work on a fresh machine: they create .venv and install the project first,
+# with the exact versions of requirements.lock (`make lock` refreshes it; see the README's Installing).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements.lock
+LOCK_ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -19,6 +23,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-resolve the lock from pyproject.toml, keeping every pin that still fits; LOCK_ARGS=--upgrade
+# takes the newest versions of everything, LOCK_ARGS='--upgrade-package fastapi' of one package.
+lock:
+	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install --quiet uv; }
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python -o $(LOCK) $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
