@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         description="Longest a job may train; the Redis visibility timeout is set above it so the broker "
         "never hands a running job to a second worker.",
     )
-    default_backbone: Literal["resnet18", "efficientnet_lite0"] = Field(
+    default_backbone: Literal["resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = Field(
         "resnet18",
         description="Backbone used when a request names none; falls back to efficientnet_lite0 "
         "(announced) when its pretrained weights are not available.",

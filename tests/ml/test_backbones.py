@@ -41,9 +41,21 @@ def test_unknown_backbone_lists_valid_names() -> None:
         resolve_backbone("vgg16")
 
 
-def test_efficientnet_lite0_weights_are_real_imagenet_weights() -> None:
+@pytest.mark.parametrize(
+    ("name", "input_size", "resize_size"),
+    [("efficientnet_lite0", 224, 256), ("efficientnet_lite1", 240, 272), ("efficientnet_lite2", 260, 292)],
+)
+def test_efficientnet_lite_preprocessing_is_tensorflows(name: str, input_size: int, resize_size: int) -> None:
+    """TF's EfficientNet evaluation: centre crop of input / (input + 32), pixels as (x - 127) / 128."""
+    spec = resolve_backbone(name)
+    assert (spec.input_size, spec.resize_size) == (input_size, resize_size)
+    assert spec.mean == (0.498, 0.498, 0.498) and spec.std == (0.502, 0.502, 0.502)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_weights_are_real_imagenet_weights(name: str) -> None:
     """The unmodified backbone sees cats as ImageNet cat classes and dogs as dog classes."""
-    spec = resolve_backbone("efficientnet_lite0")
+    spec = resolve_backbone(name)
     assert weights_available(spec)
     model = freeze(create_backbone(spec, num_classes=None, pretrained=True))
     imagenet_head = torch.nn.Linear(spec.feature_size, 1000)

