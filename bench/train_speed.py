@@ -30,7 +30,7 @@ from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor  # noqa: E402
 from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
-from vision_trainer.services import training  # noqa: E402
+from vision_trainer.services import jobs, runner, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
@@ -45,12 +45,12 @@ def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int,
     start = time.perf_counter()
     job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
         labels=list(data), files=streams, epochs=epochs, backbone=backbone, augment_views=views))
-    status = training.run_training_job(services, job["job_id"])
+    status = runner.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     for group in streams:
         for upload in group:
             upload.stream.close()
-    finished = training.get_job(services, job["job_id"])
+    finished = jobs.get_job(services, job["job_id"])
     assert status == "succeeded", finished
     checkpoint = services.files.checkpoint_path(finished["model_id"])
     services.close()

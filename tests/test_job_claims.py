@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from vision_trainer.services import training
+from vision_trainer.services import jobs, recovery, runner
 from vision_trainer.services.context import Services
 from vision_trainer.store import repository as repo
 from vision_trainer.store.tables import Job, Model
@@ -38,7 +38,7 @@ class ServicesClient:
         self.services = services
 
     def get(self, path: str) -> Any:
-        job = training.get_job(self.services, path.rsplit("/", 1)[1])
+        job = jobs.get_job(self.services, path.rsplit("/", 1)[1])
         return type("Response", (), {"json": lambda self: job})()
 
 
@@ -60,30 +60,30 @@ def models_of(services: Services, job_id: str) -> list[Model]:
 def test_stale_job_is_requeued_then_failed_after_max_attempts(services) -> None:
     job_id = submit_job(services)
     claim(services, job_id, "dead-host:1#a")
-    assert training.sweep_stale_jobs(services) == []  # heartbeat still fresh: left alone
+    assert recovery.sweep_stale_jobs(services) == []  # heartbeat still fresh: left alone
     age_heartbeat(services, job_id, 60)
-    assert training.sweep_stale_jobs(services) == [job_id]
-    job = training.get_job(services, job_id)
+    assert recovery.sweep_stale_jobs(services) == [job_id]
+    job = jobs.get_job(services, job_id)
     assert (job["status"], job["attempts"], job["worker"]) == ("queued", 1, None)
     assert "Re-queued: worker dead-host:1#a sent no heartbeat for 30 s" in job["log"]
 
     claim(services, job_id, "dead-host:2#b")  # attempt 2 of VT_MAX_ATTEMPTS=2 dies too
     age_heartbeat(services, job_id, 60)
-    assert training.sweep_stale_jobs(services) == []
-    job = training.get_job(services, job_id)
+    assert recovery.sweep_stale_jobs(services) == []
+    job = jobs.get_job(services, job_id)
     assert job["status"] == "failed" and job["attempts"] == 2
     assert "attempt 2 of 2 (VT_MAX_ATTEMPTS)" in job["error"]
-    assert training.run_training_job(services, job_id) is None  # a finished job never runs again
+    assert runner.run_training_job(services, job_id) is None  # a finished job never runs again
 
 
 def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> None:
     job_id = submit_job(services)
     claim(services, job_id, "dead-host:1#a")
     age_heartbeat(services, job_id, 60)
-    assert training.sweep_stale_jobs(services) == [job_id]
-    assert training.run_training_job(services, job_id, worker="alive:2") == "succeeded"
-    assert training.run_training_job(services, job_id, worker="alive:3") is None
-    job = training.get_job(services, job_id)
+    assert recovery.sweep_stale_jobs(services) == [job_id]
+    assert runner.run_training_job(services, job_id, worker="alive:2") == "succeeded"
+    assert runner.run_training_job(services, job_id, worker="alive:3") is None
+    job = jobs.get_job(services, job_id)
     assert job["attempts"] == 2 and job["worker"].startswith("alive:2#")
     assert len(models_of(services, job_id)) == 1
     assert len(list((services.files.root / "models").iterdir())) == 1
@@ -92,7 +92,7 @@ def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> No
 def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
     job_id = submit_job(services, per_class=30, size=160, views=4)
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("status", training.run_training_job(services, job_id)))
+    thread = threading.Thread(target=lambda: result.setdefault("status", runner.run_training_job(services, job_id)))
     thread.start()
     job = wait_for_job(ServicesClient(services), job_id, timeout=120,
                        until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0)
@@ -101,7 +101,7 @@ def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(worker_id="other:9#z", heartbeat_at=repo.now()))
     thread.join(120)
     assert result["status"] is None
-    job = training.get_job(services, job_id)
+    job = jobs.get_job(services, job_id)
     assert job["status"] == "running" and job["worker"] == "other:9#z"
     assert models_of(services, job_id) == [] and not any((services.files.root / "models").iterdir())
 
@@ -112,21 +112,21 @@ def test_a_cancelled_job_whose_worker_died_ends_cancelled(services) -> None:
     with services.db.session() as session:
         repo.request_cancel(session, job_id=job_id)
     age_heartbeat(services, job_id, 60)
-    assert training.sweep_stale_jobs(services) == []
-    job = training.get_job(services, job_id)
+    assert recovery.sweep_stale_jobs(services) == []
+    job = jobs.get_job(services, job_id)
     assert job["status"] == "cancelled" and job["model_id"] is None
 
 
 def test_heartbeat_is_stamped_while_a_job_runs(services) -> None:
     job_id = submit_job(services, per_class=30, size=160, views=4)
-    thread = threading.Thread(target=training.run_training_job, args=(services, job_id))
+    thread = threading.Thread(target=runner.run_training_job, args=(services, job_id))
     thread.start()
     first = wait_for_job(ServicesClient(services), job_id, timeout=120, until=lambda j: j["heartbeat_at"] is not None)
     later = wait_for_job(ServicesClient(services), job_id, timeout=120,
                          until=lambda j: j["status"] != "running" or j["heartbeat_at"] != first["heartbeat_at"])
     thread.join(120)
     assert later["heartbeat_at"] != first["heartbeat_at"]
-    assert training.get_job(services, job_id)["status"] == "succeeded"
+    assert jobs.get_job(services, job_id)["status"] == "succeeded"
 
 
 def test_a_database_from_before_heartbeats_gets_the_new_columns(tmp_path) -> None:

@@ -94,7 +94,9 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .jobs.inline import CallerRunsQueue
+    from .services import jobs as job_service
     from .services import training
+    from .services.runner import run_training_job
     from .services.errors import ServiceError
     from .services.uploads import Upload
 
@@ -113,12 +115,12 @@ def _train(args: argparse.Namespace) -> int:
             for error in exc.errors or []:
                 print(f"  {error['filename']}: {error['detail']}", file=sys.stderr)
             return 2
-        worker = threading.Thread(target=training.run_training_job, args=(services, job["job_id"]))
+        worker = threading.Thread(target=run_training_job, args=(services, job["job_id"]))
         worker.start()
         shown = 0
         with tqdm(total=1, unit="img", leave=False) as bar:
             while True:
-                job = training.get_job(services, job["job_id"])
+                job = job_service.get_job(services, job["job_id"])
                 for line in job["log"][shown:]:
                     tqdm.write(line)
                 shown = len(job["log"])
@@ -129,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
                 if not worker.is_alive():
                     break
                 time.sleep(0.2)
-        job = training.get_job(services, job["job_id"])
+        job = job_service.get_job(services, job["job_id"])
     for line in job["log"][shown:]:
         print(line)
     if job["status"] != "succeeded":

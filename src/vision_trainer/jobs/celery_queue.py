@@ -17,13 +17,9 @@ from collections.abc import Callable
 from celery import Celery, signals
 
 from ..services.context import Services
-from ..services.training import (
-    job_status,
-    run_training_job,
-    sweep_stale_jobs,
-    waiting_jobs_without_images,
-    worker_name,
-)
+from ..services.jobs import job_status
+from ..services.recovery import sweep_stale_jobs, waiting_jobs_without_images
+from ..services.runner import run_training_job, worker_name
 from ..settings import Settings
 
 log = logging.getLogger(__name__)

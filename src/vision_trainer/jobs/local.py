@@ -7,7 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..services.context import Services
-from ..services.training import requeue_interrupted, run_training_job
+from ..services.recovery import requeue_interrupted
+from ..services.runner import run_training_job
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from ...services import training
+from ...services import jobs as job_service
 from ...services.context import Services
 from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep
 from ..schemas import ERROR_RESPONSES, JobList, JobPublic
@@ -26,13 +26,13 @@ EVENT_POLL_S = 0.25
 async def list_jobs(
     services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Any:
-    return await run_in_threadpool(training.list_jobs, services, limit=limit, offset=offset)
+    return await run_in_threadpool(job_service.list_jobs, services, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERROR_RESPONSES, summary="One job")
 async def get_job(job_id: str, services: ServicesDep) -> Any:
     """Status, progress (phase, done, total), epoch, the log so far, metrics, model id and error."""
-    return await run_in_threadpool(training.get_job, services, job_id)
+    return await run_in_threadpool(job_service.get_job, services, job_id)
 
 
 @router.post(
@@ -41,7 +41,7 @@ async def get_job(job_id: str, services: ServicesDep) -> Any:
 )
 async def cancel_job(job_id: str, services: ServicesDep, queue: QueueDep) -> Any:
     """A queued job is cancelled at once; a running one stops at its next batch. 409 once it ended."""
-    job = await run_in_threadpool(training.cancel_job, services, queue, job_id)
+    job = await run_in_threadpool(job_service.cancel_job, services, queue, job_id)
     return JSONResponse(job, status_code=202)
 
 
@@ -49,17 +49,17 @@ async def cancel_job(job_id: str, services: ServicesDep, queue: QueueDep) -> Any
 async def delete_job(job_id: str, services: ServicesDep) -> Response:
     """Removes the job and its uploaded images; its model, if any, stays. 409 `job_active` while it is
     queued or running."""
-    await run_in_threadpool(training.delete_job, services, job_id)
+    await run_in_threadpool(job_service.delete_job, services, job_id)
     return Response(status_code=204)
 
 
 async def _event_stream(services: Services, job_id: str, request: Request, after: int) -> AsyncIterator[dict]:
     while True:
-        events = await run_in_threadpool(training.job_events, services, job_id, after)
+        events = await run_in_threadpool(job_service.job_events, services, job_id, after)
         for event_id, kind, data in events:
             after = event_id
             yield {"id": str(event_id), "event": kind, "data": json.dumps(data)}
-            if kind == "status" and data.get("status") in training.FINAL_STATUSES:
+            if kind == "status" and data.get("status") in job_service.FINAL_STATUSES:
                 return
         if not events:
             if await request.is_disconnected():
@@ -75,7 +75,7 @@ async def _event_stream(services: Services, job_id: str, request: Request, after
 async def job_events(job_id: str, request: Request, services: ServicesDep) -> EventSourceResponse:
     """Events, replayed from the job's start (or after `Last-Event-ID`): `progress`
     `{phase, done, total, epoch}`, `log` `{line}`, and last `status` `{status, model_id, error}`."""
-    await run_in_threadpool(training.get_job, services, job_id)  # 404 before streaming starts
+    await run_in_threadpool(job_service.get_job, services, job_id)  # 404 before streaming starts
     last = request.headers.get("last-event-id", "0")
     after = int(last) if last.isdigit() else 0
     return EventSourceResponse(_event_stream(services, job_id, request, after), ping=15)

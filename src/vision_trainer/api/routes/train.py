@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from ...services import jobs as job_service
 from ...services import training
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
@@ -135,7 +136,7 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
             },
             status_code=202,
         )
-    while job["status"] not in training.FINAL_STATUSES:
+    while job["status"] not in job_service.FINAL_STATUSES:
         await asyncio.sleep(WAIT_POLL_S)
-        job = await run_in_threadpool(training.get_job, services, job_id)
+        job = await run_in_threadpool(job_service.get_job, services, job_id)
     return JSONResponse({**job, "message": _final_message(job)}, status_code=200)

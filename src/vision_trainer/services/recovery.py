@@ -1,0 +1,70 @@
+"""Recovery: jobs whose worker died go back to the queue (or end), found by their stale heartbeat."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from ..store import repository as repo
+from ..store.tables import Job
+from .context import Services
+from .runner import finish, release
+
+log = logging.getLogger(__name__)
+
+
+def _recover(services: Services, job: Job, why: str) -> bool:
+    """A running job whose worker died: re-queue it; end it as cancelled when a cancel was asked, or as
+    failed once it has killed ``max_attempts`` workers. Returns whether it was re-queued."""
+    limit = services.settings.max_attempts
+    if job.cancel_requested:
+        finish(services, job.id, job.worker_id, "cancelled", line=f"Cancelled: {why}")
+    elif job.attempts < limit:
+        return release(services, job.id, job.worker_id, f"Re-queued: {why}", died=True)
+    else:
+        finish(services, job.id, job.worker_id, "failed",
+                error=f"{why}; it was attempt {job.attempts} of {limit} (VT_MAX_ATTEMPTS), so it is not run again")
+    return False
+
+
+def sweep_stale_jobs(services: Services) -> list[str]:
+    """Re-queue (or fail) running jobs whose heartbeat is older than ``VT_HEARTBEAT_TIMEOUT_S``.
+
+    Any number of processes may sweep at once: every change is a compare-and-set on the claim.
+
+    Returns:
+        The ids put back to ``queued``; the caller hands them to its queue again.
+    """
+    timeout = services.settings.heartbeat_timeout_s
+    with services.db.session() as session:
+        stale = repo.stale_jobs(session, before=repo.now() - timedelta(seconds=timeout))
+    requeued = []
+    for job in stale:
+        why = f"worker {job.worker_id} sent no heartbeat for {timeout:g} s"
+        if _recover(services, job, why):
+            log.warning("job %s re-queued: %s", job.id, why)
+            requeued.append(job.id)
+        else:
+            log.warning("job %s not re-queued (cancel asked, attempts used up, or taken meanwhile): %s", job.id, why)
+    return requeued
+
+
+def waiting_jobs_without_images(services: Services) -> list[str]:
+    """Queued or running jobs whose uploaded images are not in this process's data dir: a worker that
+    sees any is not looking at the API's data dir."""
+    with services.db.session() as session:
+        waiting = [job.id for job in repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))]
+    return [job_id for job_id in waiting if not services.files.job_dir(job_id).is_dir()]
+
+
+def requeue_interrupted(services: Services) -> list[str]:
+    """At the local runner's start: jobs a dead process left ``running`` go back to ``queued`` (or
+    fail after ``max_attempts``); return every queued job id, oldest first."""
+    with services.db.session() as session:
+        running = repo.jobs_with_status(session, statuses=["running"])
+    for job in running:
+        _recover(services, job, "the server stopped while this job ran")
+    with services.db.session() as session:
+        return [job.id for job in repo.jobs_with_status(session, statuses=["queued"])]
+
+

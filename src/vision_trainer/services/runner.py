@@ -1,0 +1,303 @@
+"""Running a job: claim it, keep its heartbeat, report progress, train, and save the model, once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..ml.backbones import resolve_backbone
+from ..ml.checkpoint import build_checkpoint, save_checkpoint
+from ..ml.data import LabelledImage, Split, drop_duplicates, stratified_split
+from ..ml.errors import MLError, TrainingCancelled
+from ..ml.training import TrainConfig, TrainingHooks, TrainResult, train_classifier
+from ..store import repository as repo
+from ..store.files import remove_tree
+from ..store.tables import Job
+from .context import Services
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.5
+CANCEL_POLL_S = 0.5
+
+
+class JobInterrupted(Exception):
+    """The runner is shutting down: the job goes back to the queue instead of ending."""
+
+
+class JobLost(Exception):
+    """This claim no longer holds the job: its heartbeat went stale and the job was re-queued."""
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, as job rows show who trains them."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Heartbeat:
+    """Stamps the job's heartbeat from a thread of its own, so a long batch never looks like a dead
+    worker; notices when the claim was lost (the sweep re-queued the job)."""
+
+    def __init__(self, services: Services, job_id: str, claim: str) -> None:
+        self.services, self.job_id, self.claim = services, job_id, claim
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"vt-heartbeat-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.services.settings.heartbeat_interval_s):
+            try:
+                with self.services.db.session() as session:
+                    held = repo.heartbeat(session, job_id=self.job_id, worker_id=self.claim)
+            except Exception:  # a database hiccup: try again at the next beat
+                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+                continue
+            if not held:
+                self.lost.set()
+                return
+
+
+class _JobReporter:
+    """Writes progress, log lines and cancellation checks of one running job to the database."""
+
+    def __init__(
+        self, services: Services, job_id: str, interrupted: Callable[[], bool], lost: threading.Event
+    ) -> None:
+        self.services = services
+        self.job_id = job_id
+        self.interrupted = interrupted
+        self.lost = lost
+        self._last_phase = ""
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def progress(self, phase: str, done: int, total: int, epoch: int | None) -> None:
+        now = time.monotonic()
+        finished_phase = total > 0 and done >= total
+        if phase == self._last_phase and not finished_phase and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        self._last_phase, self._last_progress = phase, now
+        values: dict[str, Any] = {"phase": phase, "done": done, "total": total}
+        if epoch is not None:
+            values["epoch"] = epoch
+        with self.services.db.session() as session:
+            repo.update_job(session, job_id=self.job_id, **values)
+            repo.add_event(session, job_id=self.job_id, kind="progress", data={**values, "epoch": epoch})
+
+    def log(self, line: str) -> None:
+        log.info("job %s: %s", self.job_id, line)
+        with self.services.db.session() as session:
+            repo.add_event(session, job_id=self.job_id, kind="log", data={"line": line})
+
+    def should_stop(self) -> bool:
+        if self.interrupted():
+            raise JobInterrupted(self.job_id)
+        if self.lost.is_set():
+            raise JobLost(self.job_id)
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= CANCEL_POLL_S:
+            self._last_cancel_check = now
+            with self.services.db.session() as session:
+                self._cancelled = repo.cancel_requested(session, job_id=self.job_id)
+        return self._cancelled
+
+    def hooks(self) -> TrainingHooks:
+        return TrainingHooks(progress=self.progress, log=self.log, should_stop=self.should_stop)
+
+
+def run_training_job(
+    services: Services,
+    job_id: str,
+    *,
+    worker: str | None = None,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> str | None:
+    """Claim a queued job and train it to the end: the one entry point every runner calls.
+
+    Safe to call any number of times, from any number of processes, for the same job: only the call
+    that moves it ``queued -> running`` trains, and only while its claim holds (a heartbeat thread
+    keeps it fresh). When ``interrupted()`` turns True (the runner is stopping) the job is put back
+    in the queue.
+
+    Returns:
+        The job's final status, or None when this call did not claim the job or lost it.
+    """
+    claim = f"{worker or worker_name()}#{uuid.uuid4().hex[:8]}"
+    with services.db.session() as session:
+        claimed = repo.claim_job(session, job_id=job_id, worker_id=claim)
+        job = repo.get_job(session, job_id=job_id) if claimed else None
+    if job is None:
+        return None
+    started = time.monotonic()
+    with _Heartbeat(services, job_id, claim) as heartbeat:
+        reporter = _JobReporter(services, job_id, interrupted, heartbeat.lost)
+        try:
+            reporter.log(f"{job.params['backbone_note']} (worker {claim})")
+            if skipped := job.params.get("skipped_files"):
+                reporter.log(f"Skipped {len(skipped)} unusable file(s): "
+                             + "; ".join(f"{e['field']}[{e['index']}] {e['detail']}" for e in skipped))
+            if job.attempts > 1:
+                reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
+            return _train_and_store(services, job, reporter, claim, started)
+        except JobInterrupted:
+            release(services, job_id, claim, "Interrupted: the server is stopping; the job will run again")
+            return None
+        except JobLost:
+            log.warning("job %s: claim %s lost (heartbeat went stale); another worker runs it", job_id, claim)
+            return None
+        except TrainingCancelled:
+            return finish(services, job_id, claim, "cancelled", line="Cancelled")
+        except MLError as exc:
+            return finish(services, job_id, claim, "failed", error=str(exc))
+        except Exception as exc:  # a job must end with a status whatever went wrong
+            log.exception("job %s failed", job_id)
+            return finish(services, job_id, claim, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim: str, started: float) -> str:
+    params = job.params
+    spec = resolve_backbone(params["backbone"])
+    job_dir = services.files.job_dir(job.id)
+    items = [LabelledImage(job_dir / i["file"], i["label"], i["sha256"]) for i in job.inputs]
+    unique, removed = drop_duplicates(items)
+    if removed:
+        reporter.log(f"Dropped {removed} exact duplicate image(s)")
+    split = stratified_split(unique, test_fraction=params["test_split"], seed=params["seed"])
+    reporter.log(f"Split: {len(split.train)} train / {len(split.test)} test images")
+    config = TrainConfig(
+        epochs=params["epochs"],
+        augment_views=params["augment_views"],
+        early_stopping=params.get("early_stopping", False),
+        seed=params["seed"],
+        runtime=services.runtime,
+        num_workers=services.settings.num_workers,
+        allow_download=services.settings.download_weights,
+    )
+    result = train_classifier(spec, split, job.class_names, config, reporter.hooks())
+    reporter.progress("saving", 0, 1, params["epochs"])
+    if reporter.should_stop():
+        raise TrainingCancelled()
+    _save_model(services, job, result, claim=claim, started=started, removed=removed, split=split)
+    return "succeeded"
+
+
+def _save_model(
+    services: Services, job: Job, result: TrainResult, *, claim: str, started: float, removed: int, split: Split
+) -> str:
+    """Write the checkpoint, then in one transaction: the model row, the job's success and its last
+    events, only while ``claim`` still holds the job. So a job has one model, or none."""
+    spec = resolve_backbone(job.params["backbone"])
+    model_id = uuid.uuid4().hex
+    path = services.files.checkpoint_path(model_id)
+    save_checkpoint(
+        path,
+        build_checkpoint(
+            model_state_dict=result.state_dict,
+            class_names=job.class_names,
+            backbone=spec.name,
+            preprocessing=spec.preprocessing(),
+            temperature=result.temperature,
+            metrics=result.metrics,
+        ),
+    )
+    counts = {name: 0 for name in job.class_names}
+    for item in job.inputs:
+        counts[job.class_names[item["label"]]] += 1
+    duration = time.monotonic() - started
+    try:
+        with services.db.session() as session:
+            if not repo.set_job_status(
+                session, job_id=job.id, expected=["running"], status="succeeded", held_by=claim,
+                finished_at=repo.now(), phase="done", done=Job.total, model_id=model_id,
+                metrics=result.metrics, duration_s=duration, images_per_s=len(job.inputs) / max(duration, 1e-9),
+            ):
+                raise JobLost(job.id)
+            repo.create_model(
+                session,
+                id=model_id,
+                job_id=job.id,
+                name=job.params.get("name") or f"{' vs '.join(job.class_names)[:150]} ({spec.name})",
+                class_names=job.class_names,
+                backbone=spec.name,
+                params={k: v for k, v in job.params.items() if k != "name"},
+                data={
+                    "per_class_counts": counts,
+                    "split_seed": job.params["seed"],
+                    "content_hash": _content_hash(job.inputs),
+                    "duplicates_removed": removed,
+                    "train_count": len(split.train),
+                    "validation_count": result.metrics["validation_count"],
+                    "test_count": len(split.test),
+                    "test_image_ids": [item.path.stem for item in split.test],
+                },
+                history=result.history,
+                metrics=result.metrics,
+            )
+            _final_events(session, job.id, "succeeded", f"Saved model {model_id}", model_id=model_id)
+    except BaseException:
+        remove_tree(path.parent)
+        raise
+    log.info("job %s: saved model %s", job.id, model_id)
+    return model_id
+
+
+def _content_hash(inputs: list[dict[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(inputs, key=lambda i: (i["label"], i["sha256"])):
+        digest.update(f"{item['label']}:{item['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+def _final_events(
+    session: Any, job_id: str, status: str, line: str, *, model_id: str | None = None, error: str | None = None
+) -> None:
+    repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
+    repo.add_event(session, job_id=job_id, kind="status", data={"status": status, "model_id": model_id, "error": error})
+
+
+def finish(
+    services: Services, job_id: str, claim: str | None, status: str, *, error: str | None = None,
+    line: str | None = None,
+) -> str | None:
+    """End a job ``claim`` holds as ``failed`` or ``cancelled``; None when the claim was lost."""
+    line = line or f"Failed: {error}"
+    log.info("job %s: %s", job_id, line)
+    with services.db.session() as session:
+        if not repo.set_job_status(
+            session, job_id=job_id, expected=["running"], status=status, held_by=claim,
+            finished_at=repo.now(), phase="done", error=error,
+        ):
+            return None
+        _final_events(session, job_id, status, line, error=error)
+    return status
+
+
+def release(services: Services, job_id: str, claim: str | None, line: str, *, died: bool = False) -> bool:
+    """Put a running job back to ``queued``. A graceful stop (``died=False``) does not use up an attempt."""
+    with services.db.session() as session:
+        released = repo.set_job_status(
+            session, job_id=job_id, expected=["running"], status="queued", held_by=claim,
+            phase="queued", done=0, total=0, epoch=None, worker_id=None, heartbeat_at=None,
+            **({} if died else {"attempts": Job.attempts - 1}),
+        )
+        if released:
+            repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
+    return released
+
+
