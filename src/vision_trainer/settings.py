@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     max_classes: int = Field(100, ge=2, le=1000, description="Most classes one training request may have.")
     max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
     model_cache_size: int = Field(4, ge=1, le=128, description="Trained models kept in memory for /predict.")
-    max_file_mb: float = Field(20, gt=0, le=10_240, description="Largest uploaded file, in MiB (images and checkpoints).")
+    max_file_mb: float = Field(
+        64, gt=0, le=10_240,
+        description="Largest uploaded file, in MiB (images and checkpoints; a ResNet-18 checkpoint is 45 MiB).",
+    )
     max_files: int = Field(10_000, ge=1, le=1_000_000, description="Most files in one request.")
     max_request_mb: float = Field(
         2048, gt=0, le=1_048_576, description="Largest request body, in MiB; refused with 413 while it streams."

@@ -74,8 +74,15 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where or 'request'}: {error.get('msg', 'invalid')}{shown}"
 
 
+_UNKNOWN_KEY_ERRORS = ("unknown_field", "extra_forbidden")
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    unknown = [e for e in exc.errors() if e.get("type") in _UNKNOWN_KEY_ERRORS]
+    if unknown:  # a misspelt key: name it (the schemas' own message suggests the closest valid one)
+        details = [e["msg"] if e["type"] == "unknown_field" else _describe(e) for e in unknown]
+        return error_response(422, "; ".join(details), "unknown_field")
     details = [_describe(e) for e in exc.errors()]
     return error_response(422, "; ".join(details), "invalid_parameter")
 

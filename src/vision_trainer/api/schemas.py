@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from .forms import unknown_fields_message
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -15,6 +18,32 @@ class ErrorBody(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         None, description="Training uploads only: one entry {field, index, filename, code, detail} per bad file."
     )
+
+
+class RequestBody(BaseModel):
+    """Base of JSON request bodies: a key the schema does not know is refused (422 ``unknown_field``,
+    naming the closest valid key) instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = [*cls.model_fields, *(f.alias for f in cls.model_fields.values() if f.alias)]
+            unknown = [str(key) for key in data if key not in known]
+            if unknown:
+                raise PydanticCustomError("unknown_field", "{message}",
+                                          {"message": unknown_fields_message(unknown, known)})
+        return data
+
+
+class ModelRename(RequestBody):
+    name: str = Field(min_length=1, max_length=200, description="The new name.")
+
+
+class DefaultModelSet(RequestBody):
+    model_id: str = Field(description="The model /predict uses when a request names none.")
 
 
 class TrainOptions(BaseModel):

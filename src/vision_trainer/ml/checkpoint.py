@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .images import sniff_format
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model_state_dict", "class_names")
@@ -55,16 +57,71 @@ def save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: Path | Any) -> dict[str, Any]:
+def load_checkpoint(path: Path | Any, *, label: str = "the file") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code from the file ever runs).
 
+    Args:
+        path: a file path or a binary file object.
+        label: how messages name the file (e.g. the client's filename, quoted).
+
     Raises:
-        CheckpointError: unreadable, not a dict, or missing ``model_state_dict``/``class_names``.
+        CheckpointError: ``<label> is not a PyTorch checkpoint: <why, in plain words>``, or a dict
+            without ``model_state_dict``/``class_names``.
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or malicious files
-        raise CheckpointError(f"not a loadable checkpoint: {exc}") from None
+        raise CheckpointError(f"{label} is not a PyTorch checkpoint: {_why_unloadable(path, exc)}") from None
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
-        raise CheckpointError(f"checkpoint must be a dict with keys {', '.join(REQUIRED_KEYS)}")
+        found = f"keys {', '.join(map(str, list(checkpoint)[:8]))}" if isinstance(checkpoint, dict) else \
+            f"a {type(checkpoint).__name__}"
+        raise CheckpointError(
+            f"{label} is a PyTorch file but not a model checkpoint: it must be a dict with keys "
+            f"{', '.join(REQUIRED_KEYS)} (found {found})"
+        )
     return checkpoint
+
+
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _why_unloadable(source: Path | Any, exc: Exception) -> str:
+    """Say what the file is instead, without torch's internals (``[enforce fail at ...]``, miniz)."""
+    head = _head(source)
+    blocked = _BLOCKED_GLOBAL.search(str(exc))
+    if blocked:
+        return (f"it would run code or build objects other than tensors and plain values ({blocked.group(1)}); "
+                "only files that torch.load(weights_only=True) accepts are read")
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        if "central directory" in str(exc):
+            return "it is a damaged or truncated zip archive (was the file cut short?)"
+        return "it is a zip archive, but not one written by torch.save (send the .pth file itself, not a zip of it)"
+    kind = sniff_format(head)
+    if kind:
+        return f"it is a {kind} image"
+    if head.startswith(b"\x80"):
+        return "it is a Python pickle that torch.load cannot read as a checkpoint"
+    if _looks_like_text(head):
+        return "it looks like a text file"
+    return "its content is neither a torch.save zip archive nor a legacy torch pickle"
+
+
+def _head(source: Path | Any, size: int = 512) -> bytes:
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as handle:
+                return handle.read(size)
+        source.seek(0)
+        return source.read(size)
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in text)

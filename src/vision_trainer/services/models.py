@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..ml.backbones import resolve_backbone
 from ..ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
@@ -19,9 +18,6 @@ from .context import Services
 from .errors import InvalidRequest, NotFound
 from .uploads import check_labels
 from .views import model_summary, model_view
-
-MAX_CHECKPOINT_BYTES = 1 << 30
-
 
 def _require(session: Any, model_id: str) -> Model:
     model = repo.get_model(session, model_id=model_id)
@@ -120,23 +116,25 @@ def stored_test_images(services: Services, model_id: str, limit: int) -> list[Pa
 
 
 def import_model(
-    services: Services, stream: BinaryIO, *, filename: str, name: str | None = None, backbone: str | None = None
+    services: Services, path: Path, *, filename: str, name: str | None = None, backbone: str | None = None
 ) -> dict[str, Any]:
     """Register a ``trained_model.pth`` made elsewhere (ours, or the seed's two-key format).
 
     It is read with ``weights_only=True`` (a pickle that carries code is refused), its weights are
     checked against the backbone, and only then written, in our format, under a new model id.
 
+    Args:
+        path: the uploaded file, already on disk (the caller streamed it there and removes it).
+
     Raises:
         InvalidRequest: unreadable, malicious or mismatched checkpoints, bad class names, unknown backbone.
     """
-    data = stream.read(MAX_CHECKPOINT_BYTES + 1)
-    if len(data) > MAX_CHECKPOINT_BYTES:
-        raise InvalidRequest("checkpoint is larger than 1 GiB", code="invalid_checkpoint")
     try:
-        checkpoint = load_checkpoint(io.BytesIO(data))
+        checkpoint = load_checkpoint(path, label=repr(filename or "the file"))
         spec = resolve_backbone(backbone or checkpoint.get("backbone") or "resnet18")
-    except (CheckpointError, UnknownBackboneError) as exc:
+    except CheckpointError as exc:
+        raise InvalidRequest(str(exc), code=exc.code) from None
+    except UnknownBackboneError as exc:
         raise InvalidRequest(f"{filename!r}: {exc}", code=exc.code) from None
     names = checkpoint["class_names"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

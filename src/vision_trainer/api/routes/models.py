@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
 
 from ...ml.images import sniff_format
 from ...services import exports, models, report
-from ..deps import LimitQuery, OffsetQuery, ServicesDep
-from ..schemas import ERROR_RESPONSES, ModelList, ModelPublic, ModelSummary
+from ...services.errors import InvalidRequest
+from ..deps import LimitQuery, OffsetQuery, ServicesDep, SettingsDep
+from ..forms import FormLimits, StreamedForm, streamed_form
+from ..schemas import ERROR_RESPONSES, DefaultModelSet, ModelList, ModelPublic, ModelRename, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 EXTENSIONS = {"onnx": "onnx", "torchscript": "pt"}
-
-
-class ModelRename(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="The new name.")
-
-
-class DefaultModelSet(BaseModel):
-    model_id: str = Field(description="The model /predict uses when a request names none.")
 
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
@@ -45,19 +38,56 @@ async def set_default(body: DefaultModelSet, services: ServicesDep) -> Any:
     return await run_in_threadpool(models.set_default_model, services, body.model_id)
 
 
+IMPORT_TEXT_FIELDS = ("name", "backbone")
+IMPORT_FILE_FIELDS = ("file",)
+IMPORT_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description":
+                                 "A trained_model.pth: ours, or the seed's {model_state_dict, class_names}."},
+                        "name": {"type": "string", "maxLength": 200, "description": "Name of the model."},
+                        "backbone": {"type": "string", "maxLength": 64,
+                                     "description": "Backbone when the file names none (default resnet18)."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _text_field(form: StreamedForm, name: str, max_length: int) -> str | None:
+    value = form.fields.get(name)
+    if value is not None and len(value) > max_length:
+        raise InvalidRequest(f"{name}: at most {max_length} characters (got {len(value)})", code="invalid_parameter")
+    return value or None
+
+
 @router.post("/import", status_code=201, response_model=ModelPublic, responses=ERROR_RESPONSES,
-             summary="Register a trained_model.pth made elsewhere")
-async def import_model(
-    services: ServicesDep,
-    file: Annotated[UploadFile, File(description="A trained_model.pth: ours, or the seed's {model_state_dict, class_names}.")],
-    name: Annotated[str | None, Form(max_length=200, description="Name of the model.")] = None,
-    backbone: Annotated[str | None, Form(max_length=64, description="Backbone when the file names none (default resnet18).")] = None,
-) -> Any:
-    """Read with `weights_only=True`; a pickle that carries code is refused (422 `invalid_checkpoint`),
-    as are weights that do not fit the backbone. Registered with `metrics: null`."""
-    return await run_in_threadpool(
-        models.import_model, services, file.file, filename=file.filename or "", name=name, backbone=backbone
-    )
+             openapi_extra=IMPORT_FORM_SCHEMA, summary="Register a trained_model.pth made elsewhere")
+async def import_model(request: Request, services: ServicesDep, settings: SettingsDep) -> Any:
+    """Fields: `file`, optional `name` and `backbone`. The file is streamed to the data dir, never held
+    in memory; over VT_MAX_FILE_MB it is refused with 413 `file_too_large` without reading the rest.
+    Read with `weights_only=True`; a file that is not a checkpoint, or a pickle that carries code, is
+    refused (422 `invalid_checkpoint`), as are weights that do not fit the backbone. Registered with
+    `metrics: null`."""
+    limits = FormLimits(max_file_bytes=settings.max_file_bytes, max_field_bytes=settings.max_field_kb * 1024,
+                        max_fields=settings.max_fields, max_files=len(IMPORT_FILE_FIELDS))
+    async with streamed_form(request, text_fields=IMPORT_TEXT_FIELDS, file_fields=IMPORT_FILE_FIELDS,
+                             file_dir=services.files.inside("models"), limits=limits) as form:
+        upload = form.files.get("file")
+        if upload is None:
+            raise InvalidRequest("file: a trained_model.pth upload is required", code="invalid_parameter")
+        return await run_in_threadpool(
+            models.import_model, services, upload.path, filename=upload.filename,
+            name=_text_field(form, "name", 200), backbone=_text_field(form, "backbone", 64),
+        )
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=ERROR_RESPONSES, summary="One model")

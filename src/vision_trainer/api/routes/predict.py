@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from ...services import prediction
 from ...services.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from ..deps import ServicesDep
+from ..forms import known_form_fields
 from ..schemas import ERROR_RESPONSES, BatchPredictionPublic, PredictionPublic
 
 router = APIRouter(tags=["prediction"])
@@ -42,7 +43,11 @@ async def read_limited(file: UploadFile, max_bytes: int) -> bytes:
     return await file.read()
 
 
-@router.post("/predict", response_model=PredictionPublic, responses=ERROR_RESPONSES, summary="Classify one image")
+OPTION_FIELDS = ("model_id", "top_k", "min_confidence")
+
+
+@router.post("/predict", response_model=PredictionPublic, responses=ERROR_RESPONSES, summary="Classify one image",
+             dependencies=[Depends(known_form_fields("file", *OPTION_FIELDS))])
 async def predict(
     request: Request,
     services: ServicesDep,
@@ -63,7 +68,8 @@ async def predict(
 
 
 @router.post("/predict/batch", response_model=BatchPredictionPublic, responses=ERROR_RESPONSES,
-             summary="Classify many images in one request")
+             summary="Classify many images in one request",
+             dependencies=[Depends(known_form_fields("files", *OPTION_FIELDS))])
 async def predict_batch(
     request: Request,
     services: ServicesDep,
