@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     max_classes: int = Field(100, ge=2, le=1000, description="Most classes one training request may have.")
     max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
     model_cache_size: int = Field(4, ge=1, le=128, description="Trained models kept in memory for /predict.")
+    feature_cache_mb: float = Field(
+        2048, gt=0, le=10_485_760,
+        description="Bound of the feature cache (<data dir>/features), in MiB; least recently used entries go first.",
+    )
+    max_archive_entries: int = Field(
+        20_000, ge=1, le=1_000_000, description="Most entries (files, folders, links) in one uploaded archive."
+    )
+    max_archive_mb: float = Field(
+        4096, gt=0, le=1_048_576, description="Largest total uncompressed size of one uploaded archive, in MiB."
+    )
+    max_archive_ratio: float = Field(
+        100, gt=1, le=100_000,
+        description="Largest ratio of uncompressed to compressed size of an archive (photos barely compress; "
+        "a zip bomb compresses a thousandfold).",
+    )
     max_file_mb: float = Field(
         64, gt=0, le=10_240,
         description="Largest uploaded file, in MiB (images and checkpoints; a ResNet-18 checkpoint is 45 MiB).",
@@ -88,6 +103,10 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(100, ge=1, description="Queued jobs beyond which POST /train answers 429.")
     max_inflight_predictions: int = Field(
         32, ge=1, description="Predictions being served at once beyond which /predict answers 503."
+    )
+    max_event_streams: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="Open GET /jobs/{id}/events streams per API process beyond which it answers 503 too_many_streams.",
     )
     api_keys: str = Field(
         "", description="Comma-separated API keys; when set, every endpoint but GET /, /health/*, /ui and the "
@@ -123,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_archive_bytes(self) -> int:
+        return int(self.max_archive_mb * 1024 * 1024)
 
     @property
     def max_request_bytes(self) -> int:

@@ -16,7 +16,9 @@ from .errors import CheckpointError
 from .images import sniff_format
 
 FORMAT_VERSION = 1
+HEAD_FORMAT_VERSION = 2
 REQUIRED_KEYS = ("model_state_dict", "class_names")
+HEAD_KEYS = ("head_state_dict", "class_names", "backbone", "backbone_fingerprint")
 
 
 def build_checkpoint(
@@ -125,3 +127,43 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return all(ch.isprintable() or ch in "\r\n\t" for ch in text)
+
+
+def build_head_checkpoint(
+    *,
+    head_state_dict: Mapping[str, torch.Tensor],
+    class_names: Sequence[str],
+    backbone: str,
+    backbone_fingerprint: str,
+    preprocessing: Mapping[str, Any],
+    temperature: float = 1.0,
+    metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A model as stored: the checkpoint of ``build_checkpoint`` with only the head's weights, and the
+    fingerprint of the shared backbone weights it was trained on (format 2)."""
+    checkpoint = build_checkpoint(model_state_dict=head_state_dict, class_names=class_names, backbone=backbone,
+                                  preprocessing=preprocessing, temperature=temperature, metrics=metrics)
+    checkpoint["head_state_dict"] = checkpoint.pop("model_state_dict")
+    checkpoint.update(format_version=HEAD_FORMAT_VERSION, backbone_fingerprint=backbone_fingerprint)
+    return checkpoint
+
+
+def load_head_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a stored head (``weights_only=True``). Raises CheckpointError."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"not a loadable head checkpoint: {exc}") from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in HEAD_KEYS):
+        raise CheckpointError(f"a head checkpoint must be a dict with keys {', '.join(HEAD_KEYS)}")
+    return checkpoint
+
+
+def full_checkpoint(head: Mapping[str, Any], backbone_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The seed-loadable ``trained_model.pth`` of a stored head: the backbone's weights under their own
+    key names plus the head's (``fc.weight``/``fc.bias`` for resnet18), in format 1."""
+    state = {key: value.detach().cpu().contiguous() for key, value in backbone_state.items()}
+    state.update(head["head_state_dict"])
+    checkpoint = {key: value for key, value in head.items() if key not in ("head_state_dict", "backbone_fingerprint")}
+    checkpoint.update(format_version=FORMAT_VERSION, model_state_dict=state)
+    return checkpoint

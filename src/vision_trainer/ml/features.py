@@ -1,15 +1,20 @@
-"""Frozen-backbone feature extraction: every image goes through the backbone once per view."""
+"""Frozen-backbone feature extraction: every image goes through the backbone once per view, and with a
+feature cache once per view ever (the same pixels through the same weights give the same features)."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .data import ImageDataset, LabelledImage
 from .errors import TrainingCancelled
 from .runtime import FeatureExtractor
 
@@ -105,3 +110,97 @@ def prefetched(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
                 items.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+
+
+class FeatureCache(Protocol):
+    """Where features computed once per (image content, backbone weights, view) are kept."""
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored vector, or None when it is not there (or not readable)."""
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        """Store a vector; readers never see a half-written one."""
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    """The views of every image: the plain one, then ``augmented`` seeded random ones."""
+
+    plain: Callable[[Any], torch.Tensor]
+    augment: Callable[[Any], torch.Tensor]
+    augmented: int
+    seed: int
+
+    def keys(self) -> list[str]:
+        return ["plain"] + [f"aug{k}.s{self.seed}" for k in range(1, self.augmented + 1)]
+
+    def pick(self, indices: Sequence[int]) -> tuple[list[Callable[[Any], torch.Tensor]], list[int | None]]:
+        """The transforms and view numbers (None = plain) of the views at ``indices``."""
+        return ([self.plain if i == 0 else self.augment for i in indices], [None if i == 0 else i for i in indices])
+
+
+@dataclass
+class CachedExtraction:
+    """Features of a set of images from the cache where it has them, computed (and stored) where not."""
+
+    cache: FeatureCache | None
+    fingerprint: str
+    extractor: Callable[[], FeatureExtractor]
+    draft_size: int
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    device: str
+    batch_size: int = 16
+    num_workers: int = 0
+    on_batch: Callable[[int], None] = lambda n: None
+    should_stop: Callable[[], bool] = lambda: False
+    computed: int = 0
+    reused: int = 0
+
+    def key(self, sha256: str, view: str) -> str:
+        return f"{self.fingerprint}/{sha256}/{view}"
+
+    def missing(self, items: Sequence[LabelledImage], views: ViewSet) -> int:
+        """How many (image, view) features are not cached: what ``features`` will compute."""
+        keys = views.keys()
+        if self.cache is None:
+            return len(items) * len(keys)
+        return sum(self.cache.get(self.key(item.sha256, k)) is None for item in items for k in keys)
+
+    def features(self, items: Sequence[LabelledImage], views: ViewSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features [N * V, F], labels [N * V])`` on ``device``, the views of one image side by side."""
+        keys = views.keys()
+        found: list[list[np.ndarray | None]] = [
+            [self.cache.get(self.key(item.sha256, k)) if self.cache is not None else None for k in keys]
+            for item in items
+        ]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, row in enumerate(found):
+            todo = tuple(v for v, value in enumerate(row) if value is None)
+            if todo:
+                groups.setdefault(todo, []).append(index)
+        for todo, indices in groups.items():
+            self._compute([items[i] for i in indices], views, todo, [found[i] for i in indices])
+        total = len(items) * len(keys)
+        self.reused += total - sum(len(t) * len(i) for t, i in groups.items())
+        if not items:
+            return torch.empty(0, device=self.device), torch.empty(0, dtype=torch.long, device=self.device)
+        stacked = torch.from_numpy(np.stack([value for row in found for value in row]))  # type: ignore[misc]
+        labels = torch.tensor([item.label for item in items]).repeat_interleave(len(keys))
+        return stacked.to(self.device).float(), labels.to(self.device)
+
+    def _compute(self, items: list[LabelledImage], views: ViewSet, todo: tuple[int, ...],
+                 rows: list[list[np.ndarray | None]]) -> None:
+        transforms, numbers = views.pick(todo)
+        dataset = ImageDataset(items, transforms, draft_size=self.draft_size, view_numbers=numbers, seed=views.seed)
+        per_pass = max(1, self.batch_size // len(todo))
+        x, _ = extract_features(self.extractor(), dataset, normalize=self.normalize, device="cpu",
+                                batch_size=per_pass, num_workers=self.num_workers, on_batch=self.on_batch,
+                                should_stop=self.should_stop)
+        values = x.reshape(len(items), len(todo), -1).numpy()
+        keys = views.keys()
+        for item, row, computed in zip(items, rows, values):
+            for slot, vector in zip(todo, computed):
+                row[slot] = vector
+                if self.cache is not None:
+                    self.cache.put(self.key(item.sha256, keys[slot]), vector)
+        self.computed += len(items) * len(todo)

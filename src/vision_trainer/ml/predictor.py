@@ -67,6 +67,33 @@ class Predictor:
             temperature=checkpoint.get("temperature") or 1.0,
         )
 
+    @classmethod
+    def from_head(
+        cls, head_checkpoint: Mapping[str, Any], backbone: nn.Module, *, runtime: RuntimeOptions = RuntimeOptions()
+    ) -> Predictor:
+        """A stored head on the shared frozen ``backbone`` (see ``backbones.pretrained_backbone``), so
+        serving many models keeps one copy of the backbone in memory.
+
+        Raises:
+            CheckpointError: the head does not fit the backbone.
+        """
+        spec = resolve_backbone(head_checkpoint["backbone"])
+        class_names = head_checkpoint["class_names"]
+        head = nn.Linear(spec.feature_size, len(class_names))
+        prefix = f"{spec.head_attr}."
+        try:
+            head.load_state_dict({k.removeprefix(prefix): v for k, v in head_checkpoint["head_state_dict"].items()})
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"head does not fit backbone {spec.name!r}: {exc}") from None
+        extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=runtime)
+        return cls(
+            extractor,
+            head,
+            class_names=class_names,
+            preprocessing=head_checkpoint.get("preprocessing") or spec.preprocessing(),
+            temperature=head_checkpoint.get("temperature") or 1.0,
+        )
+
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax).
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +13,11 @@ import torch
 from torch import nn
 
 from .backbones import BackboneSpec, create_backbone, freeze, pretrained_backbone
-from .data import ImageDataset, LabelledImage, Normalizer, Split, augment_view, plain_view, validation_fold
+from .data import LabelledImage, Normalizer, Split, augment_view, plain_view, validation_fold
 from .errors import InvalidDatasetError, TrainingCancelled
-from .features import extract_features
+from .features import CachedExtraction, FeatureCache, ViewSet
 from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax
-from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
+from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, state_dict_hash
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,37 @@ class TrainingHooks:
 
 @dataclass
 class TrainResult:
-    """A trained model and what we know about it.
+    """A trained head and what we know about it.
 
-    ``state_dict`` is the whole model (backbone + head) under the backbone's own key names, on the CPU.
+    ``head_state`` is the new layer under the model's own key names (``fc.weight``, ``fc.bias`` for
+    resnet18), on the CPU; the frozen backbone it sits on is ``backbone_fingerprint``'s weights.
     """
 
-    state_dict: dict[str, torch.Tensor]
+    head_state: dict[str, torch.Tensor]
     history: list[dict[str, float]]
     metrics: dict[str, Any]
     temperature: float = 1.0
+    backbone_fingerprint: str = ""
+    validation_items: list[LabelledImage] = field(default_factory=list)
+    fit_items: list[LabelledImage] = field(default_factory=list)
+
+
+def backbone_fingerprint(spec: BackboneSpec, backbone: nn.Module) -> str:
+    """Names a backbone's weights: its name and a hash of its tensors (computed once per module)."""
+    with _fingerprints_lock:
+        if backbone not in _fingerprints:
+            _fingerprints[backbone] = f"{spec.name}-{state_dict_hash(backbone.state_dict())[:16]}"
+        return _fingerprints[backbone]
+
+
+def features_fingerprint(weights: str, runtime: RuntimeOptions) -> str:
+    """Names the features a backbone gives: its weights and where it runs (ONNX Runtime, PyTorch on the
+    CPU or on CUDA give features that differ in the last digits)."""
+    return f"{weights}-{runtime.kind}-{runtime.device.split(':')[0]}"
+
+
+_fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+_fingerprints_lock = threading.Lock()
 
 
 def train_classifier(
@@ -83,12 +107,14 @@ def train_classifier(
     class_names: Sequence[str],
     config: TrainConfig,
     hooks: TrainingHooks = TrainingHooks(),
+    cache: FeatureCache | None = None,
 ) -> TrainResult:
     """Transfer learning: frozen pretrained backbone, new ``nn.Linear`` head, only the head trained.
 
-    The backbone is frozen, so its features are computed once per image and view, and the head then
-    trains on them for ``config.epochs`` epochs; every epoch ends with a test-set evaluation and a log
-    line ``Epoch i/N Loss: … Train Acc: … Test Acc: …``.
+    The backbone is frozen, so its features are computed once per image and view (and, with a
+    ``cache``, taken from there when an earlier job computed them); the head then trains on them for
+    ``config.epochs`` epochs; every epoch ends with a test-set evaluation and a log line
+    ``Epoch i/N Loss: … Train Acc: … Test Acc: …``.
 
     Raises:
         InvalidDatasetError: the train or test set is empty.
@@ -103,12 +129,16 @@ def train_classifier(
         backbone = pretrained_backbone(spec, allow_download=config.allow_download)
     else:
         backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
-    extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=config.runtime)
+    weights = backbone_fingerprint(spec, backbone)
+    fingerprint = features_fingerprint(weights, config.runtime)
     parts = validation_fold(split.train, fraction=config.validation_fraction, seed=config.seed)
-    (x_fit, y_fit), (x_val, y_val), (x_test, y_test), total = _extract_splits(
-        extractor, spec, [parts.train, parts.test, split.test], config, hooks
+    extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
+    (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = _extract_splits(
+        extraction, spec, [parts.train, parts.test, split.test], config, hooks
     )
+    hooks.log(f"Features: {extraction.computed} computed, {extraction.reused} reused")
 
+    torch.manual_seed(config.seed)
     head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
     watch = (x_val, y_val) if config.early_stopping and len(y_val) else None
     history, best_epoch = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch)
@@ -116,44 +146,58 @@ def train_classifier(
     hooks.progress("evaluating", 0, len(split.test), config.epochs)
     temperature = fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
     metrics = evaluate(logits_of(head, x_test), y_test.cpu().tolist(), split.test, class_names, temperature)
-    metrics.update(train_count=len(parts.train), validation_count=len(parts.test), images_through_backbone=total,
-                   best_epoch=best_epoch)
-
-    state = {key: value.detach().cpu().contiguous() for key, value in backbone.state_dict().items()}
-    state.update({f"{spec.head_attr}.{key}": value.detach().cpu() for key, value in head.state_dict().items()})
+    metrics.update(train_count=len(parts.train), validation_count=len(parts.test),
+                   images_through_backbone=extraction.computed, features_extracted=extraction.computed,
+                   features_reused=extraction.reused, best_epoch=best_epoch)
     return TrainResult(
-        state_dict=state,
+        head_state={f"{spec.head_attr}.{key}": value.detach().cpu().clone() for key, value in head.state_dict().items()},
         history=history,
         metrics=metrics,
         temperature=temperature,
+        backbone_fingerprint=weights,
+        validation_items=list(parts.test),
+        fit_items=list(parts.train),
     )
 
 
 Features = tuple[torch.Tensor, torch.Tensor]
 
 
+def _extraction(
+    spec: BackboneSpec, backbone: nn.Module, fingerprint: str, config: TrainConfig, hooks: TrainingHooks,
+    cache: FeatureCache | None,
+) -> CachedExtraction:
+    extractor: list[FeatureExtractor] = []
+
+    def build() -> FeatureExtractor:  # only when some feature is not cached
+        if not extractor:
+            extractor.append(build_extractor(backbone, name=spec.name, input_size=spec.input_size,
+                                             options=config.runtime))
+        return extractor[0]
+
+    return CachedExtraction(
+        cache=cache, fingerprint=fingerprint, extractor=build, draft_size=spec.resize_size,
+        normalize=Normalizer(spec.preprocessing()), device=config.runtime.device,
+        batch_size=config.extract_batch_size, num_workers=config.num_workers, should_stop=hooks.should_stop,
+    )
+
+
 def _extract_splits(
-    extractor: FeatureExtractor,
+    extraction: CachedExtraction,
     spec: BackboneSpec,
     item_sets: Sequence[Sequence[LabelledImage]],
     config: TrainConfig,
     hooks: TrainingHooks,
-) -> tuple[Features, Features, Features, int]:
+) -> tuple[Features, Features, Features]:
     """Features of the fit set (plain + augmented views), then the validation and test sets (plain).
 
-    Returns:
-        The three ``(features, labels)`` pairs and the number of images pushed through the backbone.
+    Progress counts the views that go through the backbone (cached ones cost nothing).
     """
     fit_items, val_items, test_items = item_sets
     prep = spec.preprocessing()
-    views_per_image = 1 + config.augment_views
-    datasets = [
-        ImageDataset(fit_items, [plain_view(prep)] + [augment_view(prep)] * config.augment_views,
-                     draft_size=spec.resize_size),
-        ImageDataset(val_items, [plain_view(prep)], draft_size=spec.resize_size),
-        ImageDataset(test_items, [plain_view(prep)], draft_size=spec.resize_size),
-    ]
-    total = len(fit_items) * views_per_image + len(val_items) + len(test_items)
+    fit_views = ViewSet(plain_view(prep), augment_view(prep), config.augment_views, config.seed)
+    plain = ViewSet(plain_view(prep), augment_view(prep), 0, config.seed)
+    total = extraction.missing(fit_items, fit_views) + extraction.missing([*val_items, *test_items], plain)
     done = 0
 
     def on_batch(n: int) -> None:
@@ -161,16 +205,12 @@ def _extract_splits(
         done += n
         hooks.progress("extracting", done, total, None)
 
-    # About extract_batch_size views per forward pass, whatever the view count.
-    per_pass = config.extract_batch_size
-    batch_sizes = [max(1, per_pass // views_per_image), per_pass, per_pass]
-    fit, val, test = [
-        extract_features(extractor, dataset, normalize=Normalizer(prep), device=config.runtime.device,
-                         batch_size=batch_size, num_workers=config.num_workers, on_batch=on_batch,
-                         should_stop=hooks.should_stop)
-        for dataset, batch_size in zip(datasets, batch_sizes)
-    ]
-    return fit, val, test, total
+    extraction.on_batch = on_batch
+    return (
+        extraction.features(fit_items, fit_views),
+        extraction.features(val_items, plain),
+        extraction.features(test_items, plain),
+    )
 
 
 class BestEpoch:
@@ -283,7 +323,7 @@ def evaluate(
     predicted = after.argmax(axis=1)
     report = classification_report(y_true, predicted.tolist(), class_names)
     misclassified = [
-        {"image_id": item.path.stem, "true": class_names[t], "predicted": class_names[int(p)],
+        {"image_id": item.path.stem, "filename": item.name, "true": class_names[t], "predicted": class_names[int(p)],
          "confidence": round(float(after[i, p]), 4)}
         for i, (item, t, p) in enumerate(zip(items, y_true, predicted))
         if t != p

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..ml.runtime import RuntimeOptions, resolve_runtime
 from ..settings import Settings
 from ..store.db import Database
+from ..store.feature_cache import FeatureFileCache
 from ..store.files import DataDir
 from .prediction import PredictorCache
 
@@ -18,6 +19,7 @@ class Services:
     files: DataDir
     predictors: PredictorCache
     runtime: RuntimeOptions
+    features: FeatureFileCache
 
     @property
     def device(self) -> str:
@@ -36,6 +38,7 @@ class Services:
             files=files,
             predictors=PredictorCache(settings.model_cache_size),
             runtime=runtime_options(settings),
+            features=FeatureFileCache(files.features_dir, max_bytes=int(settings.feature_cache_mb * 2**20)),
         )
 
     def close(self) -> None:

@@ -6,11 +6,10 @@ import os
 import uuid
 from pathlib import Path
 
-from ..ml.checkpoint import load_checkpoint
 from ..ml.exports import ExportFormat, export_model, generated_images, verify_export
 from ..ml.images import open_image
 from .context import Services
-from .models import checkpoint_file, stored_test_images
+from .models import get_model, model_checkpoint, stored_test_images
 
 FILE_NAMES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 CHECK_IMAGES = 16
@@ -23,11 +22,11 @@ def export_file(services: Services, model_id: str, fmt: ExportFormat) -> Path:
         NotFound: no such model.
         ExportError: the export disagrees with the PyTorch model; nothing is kept.
     """
-    source = checkpoint_file(services, model_id)
-    target = source.parent / FILE_NAMES[fmt]
+    get_model(services, model_id)
+    target = services.files.model_dir(model_id) / FILE_NAMES[fmt]
     if target.is_file():
         return target
-    checkpoint = load_checkpoint(source)
+    checkpoint = model_checkpoint(services, model_id)
     stored = stored_test_images(services, model_id, CHECK_IMAGES)
     images = [open_image(path) for path in stored] or generated_images()
     unverified = target.with_name(f".unverified-{uuid.uuid4().hex}-{target.name}")

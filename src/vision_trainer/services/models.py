@@ -6,18 +6,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..ml.backbones import resolve_backbone
-from ..ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
-from ..ml.errors import CheckpointError, UnknownBackboneError
+from torch import nn
+
+from ..ml.backbones import pretrained_backbone, resolve_backbone
+from ..ml.checkpoint import build_checkpoint, full_checkpoint, load_checkpoint, load_head_checkpoint, save_checkpoint
+from ..ml.errors import CheckpointError, UnknownBackboneError, WeightsUnavailableError
 from ..ml.predictor import Predictor
 from ..ml.runtime import RuntimeOptions
+from ..ml.training import backbone_fingerprint
+from ..store import datasets as datasets_repo
 from ..store import repository as repo
 from ..store.files import remove_tree
 from ..store.tables import Model
 from .context import Services
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, Unavailable
 from .uploads import check_labels
 from .views import model_summary, model_view
+
 
 def _require(session: Any, model_id: str) -> Model:
     model = repo.get_model(session, model_id=model_id)
@@ -75,44 +80,93 @@ def get_default_model(services: Services) -> dict[str, Any]:
         return model_summary(_require(session, model_id))
 
 
-def checkpoint_file(services: Services, model_id: str) -> Path:
-    """Path of the model's ``trained_model.pth``. Raises NotFound."""
+def model_checkpoint(services: Services, model_id: str) -> dict[str, Any]:
+    """The model's full checkpoint dict (format 1, seed-loadable): read from its file (v1 and imported
+    models), or built from its stored head and the shared backbone's weights. Raises NotFound."""
     get_model(services, model_id)
+    head = services.files.head_path(model_id)
+    if head.is_file():
+        stored = load_head_checkpoint(head)
+        backbone = shared_backbone(services, stored)
+        return full_checkpoint(stored, backbone.state_dict())
     path = services.files.checkpoint_path(model_id)
     if not path.is_file():
         raise NotFound(f"the checkpoint file of model {model_id} is missing from the data dir")
-    return path
+    return load_checkpoint(path)
 
 
-def _stored_images(session: Any, model: Model) -> dict[str, str]:
-    """``{image_id: path relative to the data dir}`` of the images of the job that trained ``model``
-    (empty for imported models and deleted jobs)."""
+def shared_backbone(services: Services, head: dict[str, Any]) -> nn.Module:
+    """The process's frozen pretrained backbone a stored head was trained on.
+
+    Raises:
+        Unavailable: its weights are not available here, or they are not the ones the head was trained on.
+    """
+    spec = resolve_backbone(head["backbone"])
+    try:
+        backbone = pretrained_backbone(spec, allow_download=services.settings.download_weights)
+    except WeightsUnavailableError as exc:
+        raise Unavailable(f"this model needs {spec.name}'s pretrained weights: {exc}", code="weights_unavailable") from None
+    if backbone_fingerprint(spec, backbone) != head["backbone_fingerprint"]:
+        raise Unavailable(
+            f"this model was trained on other {spec.name} weights ({head['backbone_fingerprint']}) than the ones "
+            f"here ({backbone_fingerprint(spec, backbone)}); put those weights back or train again",
+            code="weights_unavailable",
+        )
+    return backbone
+
+
+def checkpoint_file(services: Services, model_id: str) -> tuple[Path, bool]:
+    """A file holding the model's full ``trained_model.pth``, and whether it is a temporary one the
+    caller removes after sending it. Raises NotFound."""
+    if not services.files.head_path(model_id).is_file():
+        get_model(services, model_id)
+        path = services.files.checkpoint_path(model_id)
+        if not path.is_file():
+            raise NotFound(f"the checkpoint file of model {model_id} is missing from the data dir")
+        return path, False
+    checkpoint = model_checkpoint(services, model_id)
+    path = services.files.temp_file(".pth")
+    try:
+        save_checkpoint(path, checkpoint)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, True
+
+
+def _stored_images(session: Any, services: Services, model: Model) -> dict[str, Path]:
+    """``{image_id: path}`` of the photos the model was trained and tested on: its dataset's (v2), or the
+    upload folder of the job that trained it (v1). Empty for imported models and deleted datasets/jobs."""
+    if model.dataset_id is not None:
+        ids = [*model.data.get("train_image_ids", []), *model.data.get("validation_image_ids", []),
+               *model.data.get("test_image_ids", [])]
+        return {image.id: services.files.dataset_image(model.dataset_id, image.id)
+                for image in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=ids)}
     job = repo.get_job(session, job_id=model.job_id) if model.job_id else None
-    if job is None:
+    if job is None or job.dataset_id is not None:
         return {}
-    return {Path(item["file"]).stem: f"{job.id}/{item['file']}" for item in job.inputs}
+    return {Path(item["file"]).stem: services.files.inside("jobs", job.id, item["file"]) for item in job.inputs}
 
 
 def model_image(services: Services, model_id: str, image_id: str) -> Path:
-    """A stored training or test image of the job that trained the model. Raises NotFound."""
+    """A stored training or test image of the model. Raises NotFound."""
     with services.db.session() as session:
-        stored = _stored_images(session, _require(session, model_id))
+        stored = _stored_images(session, services, _require(session, model_id))
     if image_id not in stored:
-        raise NotFound(f"model {model_id} has no stored image {image_id!r} (imported models and deleted jobs have none)")
-    path = services.files.inside("jobs", stored[image_id])
-    if not path.is_file():
+        raise NotFound(f"model {model_id} has no stored image {image_id!r} (imported models and deleted datasets "
+                       "have none)")
+    if not stored[image_id].is_file():
         raise NotFound(f"image {image_id} is missing from the data dir")
-    return path
+    return stored[image_id]
 
 
 def stored_test_images(services: Services, model_id: str, limit: int) -> list[Path]:
     """Up to ``limit`` of the model's stored test images that are still on disk (none for imported models)."""
     with services.db.session() as session:
         model = _require(session, model_id)
-        stored = _stored_images(session, model)
+        stored = _stored_images(session, services, model)
         ids = [i for i in model.data.get("test_image_ids", []) if i in stored]
-    paths = (services.files.inside("jobs", stored[i]) for i in ids)
-    return [path for path in paths if path.is_file()][:limit]
+    return [path for path in (stored[i] for i in ids) if path.is_file()][:limit]
 
 
 def import_model(

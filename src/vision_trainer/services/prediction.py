@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..ml.checkpoint import load_checkpoint
+from ..ml.checkpoint import load_checkpoint, load_head_checkpoint
 from ..ml.errors import InvalidImageError
 from ..ml.images import open_image
 from ..ml.predictor import Predictor
@@ -86,6 +86,12 @@ def resolve_model_id(services: Services, model_id: str | None) -> str:
 
 def load_predictor(services: Services, model_id: str) -> Predictor:
     def load() -> Predictor:
+        head = services.files.head_path(model_id)
+        if head.is_file():  # a stored head on the shared backbone
+            from .models import shared_backbone
+
+            stored = load_head_checkpoint(head)
+            return Predictor.from_head(stored, shared_backbone(services, stored), runtime=services.runtime)
         checkpoint = load_checkpoint(services.files.checkpoint_path(model_id))
         return Predictor.from_checkpoint(checkpoint, runtime=services.runtime)
 

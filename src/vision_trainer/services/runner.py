@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ml.backbones import resolve_backbone
-from ..ml.checkpoint import build_checkpoint, save_checkpoint
-from ..ml.data import LabelledImage, Split, drop_duplicates, stratified_split
+from ..ml.checkpoint import build_head_checkpoint, save_checkpoint
+from ..ml.data import LabelledImage, Split, drop_duplicates, stable_split
 from ..ml.errors import MLError, TrainingCancelled
 from ..ml.training import TrainConfig, TrainingHooks, TrainResult, train_classifier
 from ..store import repository as repo
@@ -150,8 +150,8 @@ def run_training_job(
         try:
             reporter.log(f"{job.params['backbone_note']} (worker {claim})")
             if skipped := job.params.get("skipped_files"):
-                reporter.log(f"Skipped {len(skipped)} unusable file(s): "
-                             + "; ".join(f"{e['field']}[{e['index']}] {e['detail']}" for e in skipped))
+                reporter.log(f"Skipped {len(skipped)} unusable file(s): " + "; ".join(_where(e) for e in skipped[:20])
+                             + (f"; and {len(skipped) - 20} more" if len(skipped) > 20 else ""))
             if job.attempts > 1:
                 reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
             return _train_and_store(services, job, reporter, claim, started)
@@ -170,15 +170,35 @@ def run_training_job(
             return finish(services, job_id, claim, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
+def _where(error: dict[str, Any]) -> str:
+    where = f"{error['field']}[{error['index']}] " if "field" in error and "index" in error else ""
+    return where + str(error.get("detail", error.get("filename", "")))
+
+
+def _items(services: Services, job: Job, reporter: _JobReporter) -> list[LabelledImage]:
+    """The job's photos: a dataset's (v2) or the job's own upload folder (jobs queued by v1)."""
+    if job.dataset_id is None:
+        job_dir = services.files.job_dir(job.id)
+        return [LabelledImage(job_dir / i["file"], i["label"], i["sha256"], i.get("filename", "")) for i in job.inputs]
+    items = [LabelledImage(services.files.dataset_image(job.dataset_id, i["image_id"]), i["label"], i["sha256"],
+                           i.get("filename", "")) for i in job.inputs]
+    present = [item for item in items if item.path.is_file()]
+    if len(present) < len(items):
+        reporter.log(f"{len(items) - len(present)} photo(s) were removed from the dataset after this job was "
+                     "queued; training without them")
+    return present
+
+
 def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim: str, started: float) -> str:
     params = job.params
     spec = resolve_backbone(params["backbone"])
-    job_dir = services.files.job_dir(job.id)
-    items = [LabelledImage(job_dir / i["file"], i["label"], i["sha256"]) for i in job.inputs]
-    unique, removed = drop_duplicates(items)
+    unique, removed = drop_duplicates(_items(services, job, reporter))
+    removed += params.get("duplicates_removed", 0)
     if removed:
         reporter.log(f"Dropped {removed} exact duplicate image(s)")
-    split = stratified_split(unique, test_fraction=params["test_split"], seed=params["seed"])
+    split = stable_split(unique, test_fraction=params["test_split"], seed=params["seed"])
+    if job.dataset_id is not None:
+        reporter.log(f"Dataset {job.dataset_id} version {job.dataset_version}")
     reporter.log(f"Split: {len(split.train)} train / {len(split.test)} test images")
     config = TrainConfig(
         epochs=params["epochs"],
@@ -189,7 +209,7 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
         num_workers=services.settings.num_workers,
         allow_download=services.settings.download_weights,
     )
-    result = train_classifier(spec, split, job.class_names, config, reporter.hooks())
+    result = train_classifier(spec, split, job.class_names, config, reporter.hooks(), cache=services.features)
     reporter.progress("saving", 0, 1, params["epochs"])
     if reporter.should_stop():
         raise TrainingCancelled()
@@ -200,25 +220,23 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
 def _save_model(
     services: Services, job: Job, result: TrainResult, *, claim: str, started: float, removed: int, split: Split
 ) -> str:
-    """Write the checkpoint, then in one transaction: the model row, the job's success and its last
-    events, only while ``claim`` still holds the job. So a job has one model, or none."""
+    """Write the head, then in one transaction: the model row, the job's success and its last events,
+    only while ``claim`` still holds the job. So a job has one model, or none."""
     spec = resolve_backbone(job.params["backbone"])
     model_id = uuid.uuid4().hex
-    path = services.files.checkpoint_path(model_id)
+    path = services.files.head_path(model_id)
     save_checkpoint(
         path,
-        build_checkpoint(
-            model_state_dict=result.state_dict,
+        build_head_checkpoint(
+            head_state_dict=result.head_state,
             class_names=job.class_names,
             backbone=spec.name,
+            backbone_fingerprint=result.backbone_fingerprint,
             preprocessing=spec.preprocessing(),
             temperature=result.temperature,
             metrics=result.metrics,
         ),
     )
-    counts = {name: 0 for name in job.class_names}
-    for item in job.inputs:
-        counts[job.class_names[item["label"]]] += 1
     duration = time.monotonic() - started
     try:
         with services.db.session() as session:
@@ -232,20 +250,12 @@ def _save_model(
                 session,
                 id=model_id,
                 job_id=job.id,
+                dataset_id=job.dataset_id,
                 name=job.params.get("name") or f"{' vs '.join(job.class_names)[:150]} ({spec.name})",
                 class_names=job.class_names,
                 backbone=spec.name,
                 params={k: v for k, v in job.params.items() if k != "name"},
-                data={
-                    "per_class_counts": counts,
-                    "split_seed": job.params["seed"],
-                    "content_hash": _content_hash(job.inputs),
-                    "duplicates_removed": removed,
-                    "train_count": len(split.train),
-                    "validation_count": result.metrics["validation_count"],
-                    "test_count": len(split.test),
-                    "test_image_ids": [item.path.stem for item in split.test],
-                },
+                data=_model_data(job, result, split, removed),
                 history=result.history,
                 metrics=result.metrics,
             )
@@ -255,6 +265,28 @@ def _save_model(
         raise
     log.info("job %s: saved model %s", job.id, model_id)
     return model_id
+
+
+def _model_data(job: Job, result: TrainResult, split: Split, removed: int) -> dict[str, Any]:
+    counts = {name: 0 for name in job.class_names}
+    for item in job.inputs:
+        counts[job.class_names[item["label"]]] += 1
+    return {
+        "dataset_id": job.dataset_id,
+        "dataset_version": job.dataset_version,
+        "per_class_counts": counts,
+        "split_seed": job.params["seed"],
+        "content_hash": _content_hash(job.inputs),
+        "duplicates_removed": removed,
+        "train_count": len(split.train),
+        "validation_count": result.metrics["validation_count"],
+        "test_count": len(split.test),
+        "train_image_ids": [item.path.stem for item in result.fit_items],
+        "validation_image_ids": [item.path.stem for item in result.validation_items],
+        "test_image_ids": [item.path.stem for item in split.test],
+        "test_images": [{"image_id": item.path.stem, "filename": item.name, "label": job.class_names[item.label]}
+                        for item in split.test],
+    }
 
 
 def _content_hash(inputs: list[dict[str, Any]]) -> str:

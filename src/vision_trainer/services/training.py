@@ -1,92 +1,117 @@
-"""Submitting training: check a request, store its photos, commit a queued job, hand it to the queue."""
+"""Submitting training: check a request, take the dataset's photos, commit a queued job, hand it to the queue.
+
+There is one training path: the seed's ``POST /train`` creates a dataset from its upload and trains
+on it like ``POST /datasets/{id}/train``.
+"""
 
 from __future__ import annotations
 
-import errno
 import logging
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ..store import repository as repo
-from ..store.files import remove_tree
 from .backbones import choose_backbone
 from .context import Services
-from .errors import InsufficientStorage, TooManyRequests, Unavailable
+from .datasets import AddImages, ImageGroup, Snapshot, create_dataset, delete_dataset, training_snapshot
+from .datasets import add_images as add_dataset_images
+from .errors import InvalidRequest, TooManyRequests, Unavailable
 from .queue import JobQueue
-from .uploads import (
-    Upload,
-    UploadLimits,
-    check_class_sizes,
-    check_labels,
-    refuse_bad_files,
-    store_uploads,
-)
+from .uploads import Upload, check_labels
 from .views import job_view
 
 log = logging.getLogger(__name__)
 
 
+class TrainingOptions(BaseModel):
+    """How to train, checked the same way for the API, the CLI and the workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(5, ge=1, le=200, description="Training epochs of the new head.")
+    backbone: str | None = Field(None, max_length=64, description="A backbone of GET /; default: see GET /.")
+    test_split: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of each class held out for testing.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the split, augmentation and head init.")
+    name: str | None = Field(None, max_length=200, description="Name of the resulting model.")
+    augment_views: int | None = Field(
+        None, ge=0, le=16, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
+    )
+    early_stopping: bool = Field(
+        False, description="Stop when the validation fold's loss stops improving (3 epochs) and keep the best epoch."
+    )
+
+
+def training_options(values: Mapping[str, Any]) -> TrainingOptions:
+    """Check training options given as a mapping (the CLI's flags, a serialized job).
+
+    Raises:
+        InvalidRequest: a value out of range or of the wrong type (``invalid_parameter``).
+    """
+    try:
+        return TrainingOptions.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(details, code="invalid_parameter") from None
+
 
 @dataclass(frozen=True)
 class TrainingRequest:
-    """A validated-shape training request; ``files[i]`` are the images of ``labels[i]``."""
+    """The seed's upload: ``files[i]`` are the photos of ``labels[i]``, or an ``archive`` of class folders."""
 
-    labels: Sequence[str]
-    files: Sequence[Sequence[Upload]]
-    epochs: int = 5
-    backbone: str | None = None
-    test_split: float = 0.2
-    seed: int = 0
-    name: str | None = None
-    augment_views: int | None = None
+    labels: Sequence[str] = ()
+    files: Sequence[Sequence[Upload]] = ()
+    options: TrainingOptions = field(default_factory=TrainingOptions)
+    archive: Upload | None = None
     skip_invalid: bool = False
-    early_stopping: bool = False
 
 
-def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
-    """Check and store an upload, commit a queued job, then hand its id to the queue.
-
-    Nothing is left behind when a check fails: the files go to a private staging folder that becomes
-    the job's folder only after every check passed, and the row is written after the rename.
+def submit_dataset_training(
+    services: Services, queue: JobQueue, dataset_id: str, options: TrainingOptions,
+    *, extra_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Queue a job that trains on the dataset's labelled photos as they are now (its version).
 
     Returns:
         The job view.
 
     Raises:
-        InvalidRequest: bad labels, too few images, unusable files, unknown backbone, missing weights.
+        NotFound: no such dataset.
+        InvalidRequest: bad options, unknown backbone, missing weights, too few classes or photos.
+        TooManyRequests: ``VT_MAX_QUEUED_JOBS`` jobs already wait.
+        Unavailable: the job queue cannot be reached (the job is not created).
     """
-    settings = services.settings
-    class_names = check_labels(list(request.labels), max_classes=settings.max_classes)
-    choice = choose_backbone(settings, request.backbone)
+    options = training_options(options.model_dump())
+    choice = choose_backbone(services.settings, options.backbone)
+    snapshot = training_snapshot(services, dataset_id, max_classes=services.settings.max_classes)
     _check_queue_room(services)
-    job_id = uuid.uuid4().hex
-    job_dir = services.files.job_dir(job_id)
-    inputs, skipped = _store_upload(services, request, len(class_names), job_dir)
     params = {
-        "epochs": request.epochs,
+        "epochs": options.epochs,
         "backbone": choice.spec.name,
         "backbone_requested": choice.requested,
         "backbone_note": choice.note,
-        "test_split": request.test_split,
-        "seed": request.seed,
-        "name": request.name,
-        "augment_views": settings.augment_views if request.augment_views is None else request.augment_views,
-        "early_stopping": request.early_stopping,
-        "skip_invalid": request.skip_invalid,
-        "skipped_files": skipped,
+        "test_split": options.test_split,
+        "seed": options.seed,
+        "name": options.name,
+        "augment_views": services.settings.augment_views if options.augment_views is None else options.augment_views,
+        "early_stopping": options.early_stopping,
+        "skip_invalid": False,
+        "skipped_files": [],
+        **(extra_params or {}),
     }
-    try:
-        with services.db.session() as session:
-            job = repo.create_job(
-                session, job_id=job_id, params=params, class_names=class_names, inputs=inputs
-            )
-            view = job_view(job, [])
-    except BaseException:
-        remove_tree(job_dir)
-        raise
+    return _queue_job(services, queue, snapshot, params)
+
+
+def _queue_job(services: Services, queue: JobQueue, snapshot: Snapshot, params: dict[str, Any]) -> dict[str, Any]:
+    job_id = uuid.uuid4().hex
+    with services.db.session() as session:
+        job = repo.create_job(session, job_id=job_id, params=params, class_names=snapshot.class_names,
+                              inputs=snapshot.inputs, dataset_id=snapshot.dataset_id,
+                              dataset_version=snapshot.version)
+        view = job_view(job, [])
     try:
         queue.enqueue(job_id)
     except Exception as exc:
@@ -98,7 +123,6 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
                 repo.delete_job(session, job_id=job_id)
         if not withdrawn:  # the message went out after all and a worker has the job
             return view
-        remove_tree(job_dir)
         raise Unavailable(
             f"the job queue cannot be reached ({type(exc).__name__}); the job was not created, retry later",
             code="queue_unavailable",
@@ -106,29 +130,54 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
     return view
 
 
-def _store_upload(
-    services: Services, request: TrainingRequest, num_classes: int, job_dir: Path
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Write and check the files in a staging folder, then rename it to ``job_dir``; on any failure
-    remove what was written."""
+def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
+    """The seed's ``POST /train``: a new dataset from the upload, then a job on it.
+
+    Nothing is left behind when a check fails: a refused upload, or a job that cannot be queued,
+    takes its new dataset (rows and files) with it.
+
+    Returns:
+        The job view.
+
+    Raises:
+        InvalidRequest: bad labels, too few images, unusable files, unknown backbone, missing weights.
+    """
     settings = services.settings
-    staging = services.files.staging_dir()
-    limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
+    options = training_options(request.options.model_dump())
+    groups = _class_groups(request, settings.max_classes)
+    choose_backbone(settings, options.backbone)  # an unknown backbone is refused before anything is stored
+    _check_queue_room(services)
+    name = options.name or (" vs ".join(g.label or "" for g in groups)[:200] if groups else "uploaded archive")
+    dataset = create_dataset(services, name)
     try:
-        inputs, skipped = store_uploads(request.files, staging, limits)
-        if skipped and not request.skip_invalid:
-            refuse_bad_files(skipped)
-        check_class_sizes(inputs, num_classes)
-        staging.rename(job_dir)
-    except OSError as exc:
-        remove_tree(staging)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("the data dir is full; free space and retry", code="storage_full") from None
-        raise
+        added = add_dataset_images(services, dataset["dataset_id"],
+                                   AddImages(groups=groups, archive=request.archive, skip_invalid=request.skip_invalid))
+        skipped = added["errors"] + added["skipped"] if request.archive is not None else added["errors"]
+        return submit_dataset_training(
+            services, queue, dataset["dataset_id"], options,
+            extra_params={"skip_invalid": request.skip_invalid, "skipped_files": skipped,
+                          "duplicates_removed": len(added["duplicates"])},
+        )
     except BaseException:
-        remove_tree(staging)
+        delete_dataset(services, dataset["dataset_id"])
         raise
-    return inputs, skipped
+
+
+def _class_groups(request: TrainingRequest, max_classes: int) -> list[ImageGroup]:
+    if request.archive is not None and request.labels:
+        raise InvalidRequest("send either an archive of class folders or label1..N with files1..N, not both",
+                             code="invalid_class_fields")
+    if request.archive is not None:
+        return []
+    labels = check_labels(list(request.labels), max_classes=max_classes)
+    for number, uploads in enumerate(request.files, start=1):
+        if len(uploads) < 2:
+            raise InvalidRequest(
+                f"files{number} has {len(uploads)} image(s); every class needs at least 2 "
+                "(one to train on and one to test with)",
+                code="too_few_images",
+            )
+    return [ImageGroup(label, uploads, f"files{n}") for n, (label, uploads) in enumerate(zip(labels, request.files), 1)]
 
 
 def _check_queue_room(services: Services) -> None:
@@ -139,5 +188,3 @@ def _check_queue_room(services: Services) -> None:
             f"{queued} jobs are already waiting (VT_MAX_QUEUED_JOBS); retry when some have run",
             code="queue_full",
         )
-
-

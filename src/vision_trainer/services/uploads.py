@@ -1,4 +1,4 @@
-"""Checking a training upload: labels, per-class images, and storing the files under generated names."""
+"""Checking uploads: class labels, and images written under generated names and checked to decode."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from PIL import Image
+
 from ..ml.errors import InvalidImageError
 from ..ml.images import open_image
 from .errors import InvalidRequest
@@ -18,6 +20,7 @@ RESERVED_LABEL = "unknown"
 MAX_LABEL_LENGTH = 64
 _CHUNK = 1 << 20
 VALIDATION_DRAFT_SIZE = 32
+_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -46,39 +49,39 @@ def check_labels(labels: Sequence[str], *, max_classes: int) -> list[str]:
     cleaned: list[str] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(labels, start=1):
-        label = raw.strip()
-        field = f"label{number}"
-        if not label:
-            raise InvalidRequest(f"{field} is empty: every class needs a name", code="empty_label")
-        if len(label) > MAX_LABEL_LENGTH:
-            raise InvalidRequest(
-                f"{field} is {len(label)} characters long; at most {MAX_LABEL_LENGTH}", code="invalid_label"
-            )
-        if (
-            any(unicodedata.category(ch).startswith("C") for ch in label)
-            or "/" in label
-            or "\\" in label
-            or not label.strip(".")
-        ):
-            raise InvalidRequest(
-                f"{field} {label!r} contains control characters or path separators, or is only dots",
-                code="invalid_label",
-            )
-        if label.casefold() == RESERVED_LABEL:
-            raise InvalidRequest(
-                f"{field}: the label {RESERVED_LABEL!r} is reserved (it is what predictions below "
-                "min_confidence answer); choose another name",
-                code="reserved_label",
-            )
+        label = check_label(raw, field=f"label{number}")
         key = label.casefold()
         if key in seen:
             raise InvalidRequest(
-                f"{field} {label!r} repeats label{seen[key]} (labels are compared ignoring case)",
+                f"label{number} {label!r} repeats label{seen[key]} (labels are compared ignoring case)",
                 code="duplicate_label",
             )
         seen[key] = number
         cleaned.append(label)
     return cleaned
+
+
+def check_label(raw: str, *, field: str = "label") -> str:
+    """One class label, trimmed. Raises InvalidRequest (empty, too long, control characters or path
+    separators, only dots, or the reserved ``unknown``)."""
+    label = raw.strip()
+    if not label:
+        raise InvalidRequest(f"{field} is empty: every class needs a name", code="empty_label")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidRequest(f"{field} is {len(label)} characters long; at most {MAX_LABEL_LENGTH}", code="invalid_label")
+    if any(unicodedata.category(ch).startswith("C") for ch in label) or "/" in label or "\\" in label \
+            or not label.strip("."):
+        raise InvalidRequest(
+            f"{field} {label!r} contains control characters or path separators, or is only dots",
+            code="invalid_label",
+        )
+    if label.casefold() == RESERVED_LABEL:
+        raise InvalidRequest(
+            f"{field}: the label {RESERVED_LABEL!r} is reserved (it is what predictions below "
+            "min_confidence answer); choose another name",
+            code="reserved_label",
+        )
+    return label
 
 
 @dataclass(frozen=True)
@@ -91,49 +94,50 @@ class FileTooLarge(Exception):
     pass
 
 
-def store_uploads(
-    files: Sequence[Sequence[Upload]], staging: Path, limits: UploadLimits
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Copy every upload into ``staging/<class index>/<generated name>`` and check it decodes.
+@dataclass(frozen=True)
+class StagedImage:
+    """An uploaded image checked and written under a generated name; ``filename`` is the client's."""
 
-    The client's filename is kept as metadata only. A file that is too large, not an allowed format,
-    too many pixels or corrupt is not kept and gets an error entry instead.
+    path: Path
+    filename: str
+    sha256: str
+    width: int
+    height: int
+    size: int
 
-    Returns:
-        ``(inputs, errors)``: one ``{label, file, filename, sha256}`` per stored image (``file``
-        relative to ``staging``) and one ``{field, index, filename, code, detail}`` per refused file.
+
+def stage_image(stream: BinaryIO, filename: str, folder: Path, limits: UploadLimits) -> StagedImage:
+    """Copy one upload into ``folder`` under a generated name, hashing it, and check it decodes.
 
     Raises:
-        InvalidRequest: a class has fewer than 2 files (``too_few_images``).
+        InvalidImageError: not an allowed format, too many pixels, or corrupt (nothing is kept).
+        FileTooLarge: over ``limits.max_file_bytes`` (nothing is kept).
     """
-    for number, uploads in enumerate(files, start=1):
-        if len(uploads) < 2:
-            raise InvalidRequest(
-                f"files{number} has {len(uploads)} image(s); every class needs at least 2 "
-                "(one to train on and one to test with)",
-                code="too_few_images",
-            )
-    inputs: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    for label, uploads in enumerate(files):
-        folder = staging / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, upload in enumerate(uploads):
-            path = folder / f"{uuid.uuid4().hex}.img"
-            try:
-                digest = _copy_hashing(upload.stream, path, limits.max_file_bytes)
-                # A reduced-size JPEG decode still reads every byte, so truncation is caught, at a third the cost.
-                open_image(path, max_pixels=limits.max_pixels, draft_size=VALIDATION_DRAFT_SIZE)
-            except (InvalidImageError, FileTooLarge) as exc:
-                path.unlink(missing_ok=True)
-                code = exc.code if isinstance(exc, InvalidImageError) else "file_too_large"
-                errors.append({"field": f"files{label + 1}", "index": index, "filename": upload.filename,
-                               "code": code, "detail": f"{upload.filename!r}: {exc}"})
-                continue
-            inputs.append(
-                {"label": label, "file": f"{label}/{path.name}", "filename": upload.filename, "sha256": digest}
-            )
-    return inputs, errors
+    path = folder / f"{uuid.uuid4().hex}.img"
+    try:
+        digest, size = _copy_hashing(stream, path, limits.max_file_bytes)
+        # A reduced-size JPEG decode still reads every byte, so truncation is caught, at a third the cost.
+        open_image(path, max_pixels=limits.max_pixels, draft_size=VALIDATION_DRAFT_SIZE)
+        width, height = _displayed_size(path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return StagedImage(path=path, filename=filename, sha256=digest, width=width, height=height, size=size)
+
+
+def refusal(exc: Exception, filename: str, **where: Any) -> dict[str, Any]:
+    """The ``errors`` entry of a refused file."""
+    code = exc.code if isinstance(exc, InvalidImageError) else "file_too_large"
+    return {**where, "filename": filename, "code": code, "detail": f"{filename!r}: {exc}"}
+
+
+def _displayed_size(path: Path) -> tuple[int, int]:
+    """Width and height as shown (EXIF rotation applied), read from the header alone."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):
+            width, height = height, width
+    return width, height
 
 
 def refuse_bad_files(errors: list[dict[str, Any]]) -> None:
@@ -148,19 +152,7 @@ def refuse_bad_files(errors: list[dict[str, Any]]) -> None:
     )
 
 
-def check_class_sizes(inputs: list[dict[str, Any]], num_classes: int) -> None:
-    """Every class needs at least 2 distinct usable images. Raises InvalidRequest (``too_few_images``)."""
-    for label in range(num_classes):
-        unique = {i["sha256"] for i in inputs if i["label"] == label}
-        if len(unique) < 2:
-            raise InvalidRequest(
-                f"files{label + 1} has {len(unique)} distinct usable image(s) after removing exact duplicates "
-                "and refused files; every class needs at least 2",
-                code="too_few_images",
-            )
-
-
-def _copy_hashing(stream: BinaryIO, path: Path, max_bytes: int) -> str:
+def _copy_hashing(stream: BinaryIO, path: Path, max_bytes: int) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with path.open("wb") as out:
@@ -170,5 +162,5 @@ def _copy_hashing(stream: BinaryIO, path: Path, max_bytes: int) -> str:
                 raise FileTooLarge(f"file is larger than {max_bytes / 2**20:g} MiB (VT_MAX_FILE_MB)")
             digest.update(chunk)
             out.write(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest(), size
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .tables import Base
+from .migrations import v1_schema
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+V1_REVISION = "0001"
 
 
 _SCHEMA_LOCK = 0x5654_0001  # any constant, the same in every process
@@ -26,24 +32,23 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_tables(self) -> None:
-        """Create missing tables, and add columns that later versions added to existing ones.
+        """Bring the schema to the newest revision through the Alembic migrations.
 
+        A database from before migrations existed (v1: tables but no ``alembic_version``) first gets
+        the v1 columns it may lack, is stamped as revision 0001 and then upgraded like any other.
         The API and every worker do this at start; on PostgreSQL an advisory lock makes them take turns.
         """
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
-            Base.metadata.create_all(conn)
-            # New columns are nullable or defaulted in Python, so ADD COLUMN keeps old rows valid.
-            inspector = inspect(conn)
-            for table in Base.metadata.sorted_tables:
-                present = {column["name"] for column in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present:
-                        kind = column.type.compile(dialect=conn.dialect)
-                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
-                for index in table.indexes:
-                    index.create(conn, checkfirst=True)
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            tables = set(inspect(conn).get_table_names())
+            if "jobs" in tables and "alembic_version" not in tables:
+                _complete_v1(conn)
+                command.stamp(config, V1_REVISION)
+            command.upgrade(config, "head")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -76,3 +81,16 @@ def _make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _complete_v1(conn: Connection) -> None:
+    """Add the columns and indexes that early v1 databases lack (all nullable), as v1 itself did."""
+    inspector = inspect(conn)
+    for table in v1_schema.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)

@@ -16,13 +16,15 @@ class PathOutsideDataDir(ValueError):
 
 
 class DataDir:
-    """Layout: ``jobs/<job_id>/<class>/<file>``, ``models/<model_id>/trained_model.pth``."""
+    """Layout: ``datasets/<dataset_id>/<image_id>.img``, ``models/<model_id>/head.pth`` (or a v1
+    model's full ``trained_model.pth``), ``features/`` (the feature cache), ``jobs/<job_id>/`` (uploads
+    of v1 jobs), ``tmp/`` (files being assembled)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 
     def ensure(self) -> None:
-        for sub in ("jobs", "models"):
+        for sub in ("jobs", "models", "datasets", "features", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def inside(self, *parts: str) -> Path:
@@ -39,7 +41,36 @@ class DataDir:
         return self.inside("models", _checked_id(model_id))
 
     def checkpoint_path(self, model_id: str) -> Path:
+        """A v1 model's full checkpoint (and an imported model's)."""
         return self.model_dir(model_id) / "trained_model.pth"
+
+    def head_path(self, model_id: str) -> Path:
+        """A v2 model's head: the backbone's weights are shared, not copied per model."""
+        return self.model_dir(model_id) / "head.pth"
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self.inside("datasets", _checked_id(dataset_id))
+
+    def dataset_image(self, dataset_id: str, image_id: str) -> Path:
+        return self.dataset_dir(dataset_id) / f"{_checked_id(image_id)}.img"
+
+    def dataset_staging(self, dataset_id: str) -> Path:
+        """A fresh private folder beside a dataset's images to check an upload in."""
+        parent = self.inside("datasets")
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".add-{_checked_id(dataset_id)}-", dir=parent))
+
+    @property
+    def features_dir(self) -> Path:
+        return self.inside("features")
+
+    def temp_file(self, suffix: str) -> Path:
+        """A new empty file under ``tmp/`` (same file system as the data, so renames are atomic)."""
+        folder = self.inside("tmp")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(suffix=suffix, dir=folder)
+        os.close(fd)
+        return Path(name)
 
     def staging_dir(self) -> Path:
         """A fresh private folder under ``jobs/`` to write an upload into before it becomes a job."""

@@ -26,9 +26,13 @@ def create_job(
     params: dict[str, Any],
     class_names: list[str],
     inputs: list[dict[str, Any]],
+    dataset_id: str | None = None,
+    dataset_version: int | None = None,
+    kind: str = "train",
 ) -> Job:
     job = Job(
-        id=job_id, status="queued", params=params, class_names=class_names, inputs=inputs, phase="queued"
+        id=job_id, status="queued", params=params, class_names=class_names, inputs=inputs, phase="queued",
+        dataset_id=dataset_id, dataset_version=dataset_version, kind=kind,
     )
     session.add(job)
     session.flush()

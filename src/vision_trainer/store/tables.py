@@ -1,11 +1,13 @@
-"""ORM tables: jobs, their ordered events, and trained models."""
+"""ORM tables: datasets and their images, jobs, their ordered events, and trained models.
+
+Every change of these goes through an Alembic migration in ``store/migrations/versions``."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,6 +44,10 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     duration_s: Mapped[float | None] = mapped_column(Float)
     images_per_s: Mapped[float | None] = mapped_column(Float)
+    # What the job works on (v2): the dataset and the version its image list was taken from.
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")
+    dataset_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    dataset_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class JobEvent(Base):
@@ -67,6 +73,7 @@ class Model(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     history: Mapped[list[Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    dataset_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class Alias(Base):
@@ -76,3 +83,40 @@ class Alias(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+
+
+class Dataset(Base):
+    """A named set of images that people improve over time; ``version`` goes up on every change."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Class order as the classes first appeared (the seed form's label1 first); labels with no
+    # image left are dropped from it.
+    class_names: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    insights: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class DatasetImage(Base):
+    """One photo of a dataset, stored as ``datasets/<dataset_id>/<id>.img``; ``filename`` is the
+    client's name, shown but never used as a path. ``label`` None = unlabelled."""
+
+    __tablename__ = "dataset_images"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "content_hash", name="uq_dataset_images_hash"),
+        Index("ix_dataset_images_dataset_label", "dataset_id", "label"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    label: Mapped[str | None] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -18,6 +18,7 @@ from ...services import training
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
 from ..deps import QueueDep, ServicesDep, SettingsDep
+from ..forms import check_train_fields
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
 
 router = APIRouter(tags=["training"])
@@ -50,6 +51,10 @@ TRAIN_FORM_SCHEMA: dict[str, Any] = {
 }
 
 
+def _has_class_fields(form: FormData) -> bool:
+    return any(_CLASS_FIELD.match(key) for key in form.keys())
+
+
 def parse_classes(form: FormData) -> tuple[list[str], list[list[Upload]]]:
     """``label1..labelN`` and ``files1..filesN`` from the form, checked to be numbered 1..N without gaps."""
     numbers: set[int] = set()
@@ -75,6 +80,17 @@ def parse_classes(form: FormData) -> tuple[list[str], list[list[Upload]]]:
         labels.append(label[0])
         files.append([Upload(filename=u.filename or "", stream=u.file) for u in uploads])  # type: ignore[union-attr]
     return labels, files
+
+
+def parse_archive(form: FormData) -> Upload | None:
+    """The optional ``archive`` upload (zip, tar, tar.gz of class folders)."""
+    values = form.getlist("archive")
+    if not values:
+        return None
+    if len(values) != 1 or not isinstance(values[0], UploadFile):
+        raise InvalidRequest("archive must be one file upload (zip, tar or tar.gz of class folders)",
+                             code="invalid_class_fields")
+    return Upload(filename=values[0].filename or "", stream=values[0].file)
 
 
 def parse_options(form: FormData) -> TrainOptions:
@@ -112,8 +128,10 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
     limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
               "max_part_size": settings.max_field_kb * 1024}
     async with request.form(**limits) as form:
+        check_train_fields(form)
         options = parse_options(form)
-        labels, files = parse_classes(form)
+        archive = parse_archive(form)
+        labels, files = parse_classes(form) if archive is None or _has_class_fields(form) else ([], [])
         job = await run_in_threadpool(
             training.submit_training,
             services,
@@ -121,7 +139,9 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
             training.TrainingRequest(
                 labels=labels,
                 files=files,
-                **options.model_dump(exclude={"wait"}),
+                options=training.TrainingOptions(**options.model_dump(exclude={"wait", "skip_invalid"})),
+                archive=archive,
+                skip_invalid=options.skip_invalid,
             ),
         )
     job_id = job["job_id"]

@@ -1,0 +1,420 @@
+"""Dataset use cases: create, list, rename, delete; add photos (per class, unlabelled, archives), relabel,
+remove; the snapshot a training job takes."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from ..ml.errors import InvalidImageError
+from ..store import datasets as repo
+from ..store.files import remove_tree
+from ..store.tables import Dataset, DatasetImage
+from .archives import ArchiveLimits, open_archive
+from .context import Services
+from .errors import Conflict, InsufficientStorage, InvalidRequest, NotFound
+from .uploads import FileTooLarge, StagedImage, Upload, UploadLimits, check_label, refusal, refuse_bad_files, stage_image
+from .views import iso
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class ImageGroup:
+    """Uploads of one class (``label``; None = unlabelled), from form field ``field``."""
+
+    label: str | None
+    uploads: Sequence[Upload]
+    field: str = "files"
+
+
+@dataclass(frozen=True)
+class AddImages:
+    """What ``POST /datasets/{id}/images`` carries: groups of files, and/or an archive of class folders."""
+
+    groups: Sequence[ImageGroup] = ()
+    archive: Upload | None = None
+    skip_invalid: bool = False
+
+
+@dataclass
+class _Staged:
+    label: str | None
+    image: StagedImage
+
+
+@dataclass
+class _Batch:
+    staged: list[_Staged] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- views ---------------------------------------------------------------------------------------
+
+
+def dataset_view(dataset: Dataset, counts: dict[str | None, int]) -> dict[str, Any]:
+    per_class = {name: counts.get(name, 0) for name in dataset.class_names}
+    return {
+        "dataset_id": dataset.id,
+        "name": dataset.name,
+        "version": dataset.version,
+        "class_names": list(dataset.class_names),
+        "per_class_counts": per_class,
+        "unlabelled_count": counts.get(None, 0),
+        "image_count": sum(counts.values()),
+        "created_at": iso(dataset.created_at),
+        "updated_at": iso(dataset.updated_at),
+    }
+
+
+def image_view(image: DatasetImage) -> dict[str, Any]:
+    return {
+        "image_id": image.id,
+        "filename": image.filename,
+        "label": image.label,
+        "width": image.width,
+        "height": image.height,
+        "content_hash": image.content_hash,
+        "added_at": iso(image.added_at),
+    }
+
+
+def _require(session: Any, dataset_id: str, *, for_update: bool = False) -> Dataset:
+    dataset = repo.get_dataset(session, dataset_id=dataset_id, for_update=for_update)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
+    return dataset
+
+
+def _view(session: Any, dataset: Dataset) -> dict[str, Any]:
+    return dataset_view(dataset, repo.label_counts(session, dataset_ids=[dataset.id])[dataset.id])
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"a dataset name must have 1 to {MAX_NAME_LENGTH} characters", code="invalid_name")
+    return name
+
+
+# --- the dataset itself ---------------------------------------------------------------------------
+
+
+def create_dataset(services: Services, name: str) -> dict[str, Any]:
+    """A new empty dataset (version 1). Raises InvalidRequest (``invalid_name``)."""
+    name = _check_name(name)
+    with services.db.session() as session:
+        return _view(session, repo.create_dataset(session, dataset_id=uuid.uuid4().hex, name=name))
+
+
+def list_datasets(services: Services, *, limit: int, offset: int) -> dict[str, Any]:
+    with services.db.session() as session:
+        datasets, count = repo.list_datasets(session, limit=limit, offset=offset)
+        counts = repo.label_counts(session, dataset_ids=[d.id for d in datasets])
+        return {"items": [dataset_view(d, counts[d.id]) for d in datasets], "count": count}
+
+
+def get_dataset(services: Services, dataset_id: str) -> dict[str, Any]:
+    """The dataset with its counts and the models trained on it (newest first). Raises NotFound."""
+    with services.db.session() as session:
+        view = _view(session, _require(session, dataset_id))
+        view["models"] = [
+            {"model_id": m.id, "name": m.name, "dataset_version": (m.data or {}).get("dataset_version"),
+             "test_accuracy": (m.metrics or {}).get("test_accuracy"), "created_at": iso(m.created_at)}
+            for m in repo.models_of(session, dataset_id=dataset_id)
+        ]
+        return view
+
+
+def rename_dataset(services: Services, dataset_id: str, name: str) -> dict[str, Any]:
+    """Raises NotFound, InvalidRequest. A new name is not a change of the images: same version."""
+    name = _check_name(name)
+    with services.db.session() as session:
+        dataset = _require(session, dataset_id)
+        dataset.name = name
+        return _view(session, dataset)
+
+
+def delete_dataset(services: Services, dataset_id: str) -> None:
+    """Remove the dataset and its images; models trained on it stay (their image links go).
+
+    Raises:
+        NotFound: no such dataset.
+        Conflict: a job is queued or running on it (``dataset_busy``).
+    """
+    with services.db.session() as session:
+        _require(session, dataset_id, for_update=True)
+        if busy := repo.active_jobs(session, dataset_id=dataset_id):
+            raise Conflict(f"job {busy[0]} is training on this dataset; wait for it or cancel it first",
+                           code="dataset_busy")
+        repo.delete_dataset(session, dataset_id=dataset_id)
+    remove_tree(services.files.dataset_dir(dataset_id))
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+def add_images(services: Services, dataset_id: str, request: AddImages) -> dict[str, Any]:
+    """Check and store photos, all or nothing (unless ``skip_invalid``; an archive's unusable entries
+    are always skipped and listed). Exact duplicates of a photo already in the dataset, or sent twice,
+    are not stored again and are listed in ``duplicates``.
+
+    Returns:
+        ``{version, added: [{image_id, filename, label}], duplicates: [{filename, image_id}],
+        errors: [...], skipped: [...]}``.
+
+    Raises:
+        NotFound, InvalidRequest (bad labels, unusable files, bad archives), PayloadTooLarge (archive
+        bombs), InsufficientStorage (disk full). A failed add leaves the dataset as it was.
+    """
+    groups = [ImageGroup(check_label(g.label, field=_label_field(g.field)) if g.label is not None else None,
+                         g.uploads, g.field) for g in request.groups]
+    with services.db.session() as session:
+        _require(session, dataset_id)
+    if not any(g.uploads for g in groups) and request.archive is None:
+        raise InvalidRequest("no photos sent: send files (with label for one class), label1..N with files1..N, "
+                             "or an archive of class folders", code="no_images")
+    with _staging(services, dataset_id) as staging:
+        batch = _stage(services, groups, request.archive, staging)
+        if batch.errors and not request.skip_invalid:
+            refuse_bad_files(batch.errors)
+        if not batch.staged:
+            raise InvalidRequest("none of the files is a usable image", code="invalid_image",
+                                 errors=batch.errors + batch.skipped or None)
+        return _commit(services, dataset_id, batch)
+
+
+def _label_field(files_field: str) -> str:
+    return files_field.replace("files", "label", 1) if files_field.startswith("files") else "label"
+
+
+@contextmanager
+def _staging(services: Services, dataset_id: str) -> Iterator[Path]:
+    staging = services.files.dataset_staging(dataset_id)
+    try:
+        yield staging
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the data dir is full; free space and retry", code="storage_full") from None
+        raise
+    finally:
+        remove_tree(staging)
+
+
+def _limits(services: Services) -> UploadLimits:
+    return UploadLimits(max_file_bytes=services.settings.max_file_bytes, max_pixels=services.settings.max_image_pixels)
+
+
+def _stage(services: Services, groups: Sequence[ImageGroup], archive: Upload | None, staging: Path) -> _Batch:
+    batch = _Batch()
+    limits = _limits(services)
+    for group in groups:
+        for index, upload in enumerate(group.uploads):
+            try:
+                batch.staged.append(_Staged(group.label, stage_image(upload.stream, upload.filename, staging, limits)))
+            except (InvalidImageError, FileTooLarge) as exc:
+                batch.errors.append(refusal(exc, upload.filename, field=group.field, index=index))
+    if archive is not None:
+        _stage_archive(services, archive, staging, batch)
+    return batch
+
+
+def _stage_archive(services: Services, archive: Upload, staging: Path, batch: _Batch) -> None:
+    settings = services.settings
+    path = staging / "archive.upload"
+    with path.open("wb") as out:
+        shutil.copyfileobj(archive.stream, out, 1 << 20)
+    limits = ArchiveLimits(max_entries=settings.max_archive_entries, max_total_bytes=settings.max_archive_bytes,
+                           max_ratio=settings.max_archive_ratio)
+    with open_archive(path, limits) as (members, skipped):
+        batch.skipped += skipped
+        labels: dict[str, str] = {}
+        for index, member in enumerate(members):
+            try:
+                label = labels.get(member.label) or labels.setdefault(
+                    member.label, check_label(member.label, field=f"folder {member.label!r}"))
+            except InvalidRequest as exc:
+                batch.skipped.append({"filename": member.name, "code": exc.code, "detail": exc.detail})
+                continue
+            try:
+                with member.open() as stream:
+                    batch.staged.append(_Staged(label, stage_image(stream, member.name, staging, _limits(services))))
+            except (InvalidImageError, FileTooLarge) as exc:  # an archive's junk is skipped, never fatal
+                batch.skipped.append(refusal(exc, member.name, field="archive", index=index))
+    path.unlink(missing_ok=True)
+
+
+def _commit(services: Services, dataset_id: str, batch: _Batch) -> dict[str, Any]:
+    """Move the staged files into the dataset and write their rows and the new version in one transaction."""
+    target = services.files.dataset_dir(dataset_id)
+    target.mkdir(parents=True, exist_ok=True)
+    moved: list[Path] = []
+    try:
+        with services.db.session() as session:
+            dataset = _require(session, dataset_id, for_update=True)
+            known = repo.hashes(session, dataset_id=dataset_id, content_hashes=[s.image.sha256 for s in batch.staged])
+            classes = {name.casefold(): name for name in dataset.class_names}
+            class_names = list(dataset.class_names)
+            rows, added, duplicates = [], [], []
+            for item in batch.staged:
+                if item.image.sha256 in known:
+                    duplicates.append({"filename": item.image.filename, "image_id": known[item.image.sha256]})
+                    continue
+                label = item.label
+                if label is not None:
+                    label = classes.setdefault(label.casefold(), label)  # "Cat" joins an existing "cat"
+                    if label not in class_names:
+                        class_names.append(label)
+                image_id = uuid.uuid4().hex
+                known[item.image.sha256] = image_id
+                path = services.files.dataset_image(dataset_id, image_id)
+                os.replace(item.image.path, path)
+                moved.append(path)
+                rows.append({"id": image_id, "dataset_id": dataset_id, "label": label, "filename": item.image.filename[:255],
+                             "content_hash": item.image.sha256, "width": item.image.width, "height": item.image.height,
+                             "size_bytes": item.image.size})
+                added.append({"image_id": image_id, "filename": item.image.filename, "label": label})
+            repo.add_images(session, rows)
+            version = repo.bump_version(session, dataset, class_names) if rows else dataset.version
+    except IntegrityError:
+        _unlink(moved)
+        raise Conflict("the dataset changed while these photos were added; send them again", code="dataset_changed")
+    except BaseException:
+        _unlink(moved)
+        raise
+    return {"dataset_id": dataset_id, "version": version, "added": added, "duplicates": duplicates,
+            "errors": batch.errors, "skipped": batch.skipped}
+
+
+def _unlink(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def list_images(
+    services: Services, dataset_id: str, *, label: str | None = None, unlabelled: bool = False,
+    limit: int = 50, offset: int = 0,
+) -> dict[str, Any]:
+    with services.db.session() as session:
+        _require(session, dataset_id)
+        images, count = repo.list_images(session, dataset_id=dataset_id, label=label, unlabelled=unlabelled,
+                                         limit=limit, offset=offset)
+        return {"items": [image_view(i) for i in images], "count": count}
+
+
+def image_file(services: Services, dataset_id: str, image_id: str) -> Path:
+    """The stored photo. Raises NotFound."""
+    with services.db.session() as session:
+        _require(session, dataset_id)
+        if not repo.get_images(session, dataset_id=dataset_id, image_ids=[image_id]):
+            raise NotFound(f"dataset {dataset_id} has no image {image_id!r}")
+    path = services.files.dataset_image(dataset_id, image_id)
+    if not path.is_file():
+        raise NotFound(f"image {image_id} is missing from the data dir")
+    return path
+
+
+def _check_ids(session: Any, dataset_id: str, image_ids: Sequence[str]) -> list[str]:
+    ids = list(dict.fromkeys(image_ids))
+    if not ids:
+        raise InvalidRequest("image_ids must list at least one image", code="invalid_parameter")
+    found = {i.id for i in repo.get_images(session, dataset_id=dataset_id, image_ids=ids)}
+    if missing := [i for i in ids if i not in found]:
+        raise NotFound(f"dataset {dataset_id} has no image(s) {', '.join(map(repr, missing[:5]))}"
+                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    return ids
+
+
+def _present_classes(session: Any, dataset: Dataset, extra: str | None = None) -> list[str]:
+    """The class list after a change: classes with images left, in their order, plus a new one."""
+    counts = repo.label_counts(session, dataset_ids=[dataset.id])[dataset.id]
+    names = [n for n in dataset.class_names if counts.get(n)]
+    if extra is not None and extra not in names:
+        names.append(extra)
+    return names
+
+
+def relabel_images(services: Services, dataset_id: str, image_ids: Sequence[str], label: str | None) -> dict[str, Any]:
+    """Give photos a label (None = unlabelled); a new label becomes a new class.
+
+    Raises:
+        NotFound: the dataset or any image id (nothing changes then).
+        InvalidRequest: an invalid or reserved label.
+    """
+    clean = check_label(label) if label is not None else None
+    with services.db.session() as session:
+        dataset = _require(session, dataset_id, for_update=True)
+        ids = _check_ids(session, dataset_id, image_ids)
+        if clean is not None:
+            clean = next((n for n in dataset.class_names if n.casefold() == clean.casefold()), clean)
+        updated = repo.set_labels(session, dataset_id=dataset_id, image_ids=ids, label=clean)
+        version = repo.bump_version(session, dataset, _present_classes(session, dataset, clean))
+        return {"version": version, "updated": updated}
+
+
+def delete_images(services: Services, dataset_id: str, image_ids: Sequence[str]) -> dict[str, Any]:
+    """Remove photos from a dataset. Raises NotFound (the dataset or any image id; nothing changes then)."""
+    with services.db.session() as session:
+        dataset = _require(session, dataset_id, for_update=True)
+        ids = _check_ids(session, dataset_id, image_ids)
+        deleted = repo.delete_images(session, dataset_id=dataset_id, image_ids=ids)
+        version = repo.bump_version(session, dataset, _present_classes(session, dataset))
+    for image_id in ids:  # after the commit: a job that took its snapshot before may still need them
+        services.files.dataset_image(dataset_id, image_id).unlink(missing_ok=True)
+    return {"version": version, "deleted": deleted}
+
+
+# --- what a training job takes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    dataset_id: str
+    version: int
+    class_names: list[str]
+    inputs: list[dict[str, Any]]
+
+
+def training_snapshot(services: Services, dataset_id: str, *, max_classes: int) -> Snapshot:
+    """The labelled photos of the dataset's current version, as a job's inputs.
+
+    Raises:
+        NotFound: no such dataset.
+        InvalidRequest: fewer than 2 labelled classes (``too_few_classes``), more than ``max_classes``,
+            or a class with fewer than 2 photos (``too_few_images``).
+    """
+    with services.db.session() as session:
+        dataset = _require(session, dataset_id)
+        images, _ = repo.list_images(session, dataset_id=dataset_id)
+        counts = repo.label_counts(session, dataset_ids=[dataset_id])[dataset_id]
+        class_names = [n for n in dataset.class_names if counts.get(n)]
+        version = dataset.version
+    if len(class_names) < 2:
+        raise InvalidRequest(f"the dataset has {len(class_names)} labelled class(es); training needs at least 2",
+                             code="too_few_classes")
+    if len(class_names) > max_classes:
+        raise InvalidRequest(f"the dataset has {len(class_names)} classes; at most {max_classes} (VT_MAX_CLASSES)",
+                             code="too_many_classes")
+    if small := [n for n in class_names if counts[n] < 2]:
+        raise InvalidRequest(
+            f"class(es) {', '.join(map(repr, small))} have fewer than 2 photos; every class needs at least 2 "
+            "(one to train on and one to test with): add photos or relabel",
+            code="too_few_images",
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    inputs = [{"image_id": i.id, "label": index[i.label], "sha256": i.content_hash, "filename": i.filename}
+              for i in images if i.label is not None]
+    return Snapshot(dataset_id=dataset_id, version=version, class_names=class_names, inputs=inputs)
