@@ -24,6 +24,7 @@ from .metrics import router as metrics_router
 from .routes import jobs, models, predict, root, train
 from .schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from .security import require_api_key
+from .streams import LiveUpdates
 
 log = logging.getLogger("vision_trainer")
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -38,8 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.create(settings)
         queue = make_job_queue(services)
-        app.state.services, app.state.queue = services, queue
-        app.state.metrics.attach(services)
+        live = LiveUpdates(services, queue)
+        app.state.services, app.state.queue, app.state.live = services, queue, live
+        live.start()
+        app.state.metrics.attach(services, live.events)
         log.info("%s; device %s; data dir %s; jobs run by the %s backend", choose_backbone(settings, None).note,
                  services.device, services.files.root, settings.job_backend)
         queue.start()
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             queue.shutdown()
+            await live.close()
             app.state.metrics.detach()
             services.close()
 

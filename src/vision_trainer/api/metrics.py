@@ -14,10 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from ..services.context import Services
+from ..services.events import JobEventHub
 from ..services.stats import job_stats
 
 router = APIRouter(tags=["service"])
@@ -51,6 +52,23 @@ class JobTableCollector(Collector):
                                 value=len(self.services.predictors))
 
 
+class EventStreamCollector(Collector):
+    """The live event streams of this API process (``services/events.py``)."""
+
+    def __init__(self, hub: JobEventHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("vision_trainer_event_streams", "Open GET /jobs/{id}/events streams.",
+                                value=self.hub.open_streams)
+        yield GaugeMetricFamily("vision_trainer_event_subscriptions",
+                                "Jobs with live event streams (one shared database subscription each).",
+                                value=len(self.hub.channels))
+        yield CounterMetricFamily("vision_trainer_event_streams_dropped",
+                                  "Streams ended because their client fell too far behind (it replays on reconnect).",
+                                  value=self.hub.dropped)
+
+
 class Metrics:
     """One registry per app, so several apps in one process (tests) never clash."""
 
@@ -60,16 +78,17 @@ class Metrics:
             "vision_trainer_predict_latency_seconds", "Time to answer a prediction request.", ["endpoint"],
             buckets=PREDICT_BUCKETS, registry=self.registry,
         )
-        self._jobs: JobTableCollector | None = None
+        self._collectors: list[Collector] = []
 
-    def attach(self, services: Services) -> None:
-        self._jobs = JobTableCollector(services)
-        self.registry.register(self._jobs)
+    def attach(self, services: Services, hub: JobEventHub) -> None:
+        self._collectors = [JobTableCollector(services), EventStreamCollector(hub)]
+        for collector in self._collectors:
+            self.registry.register(collector)
 
     def detach(self) -> None:
-        if self._jobs is not None:
-            self.registry.unregister(self._jobs)
-            self._jobs = None
+        for collector in self._collectors:
+            self.registry.unregister(collector)
+        self._collectors = []
 
     @contextmanager
     def timed_prediction(self, endpoint: str) -> Iterator[None]:
@@ -88,6 +107,7 @@ class Metrics:
 )
 async def metrics(request: Request) -> Response:
     """Jobs by status, queue depth, training duration histogram and images per second (from the
-    database, so remote workers' jobs count), prediction latency histogram and models loaded."""
+    database, so remote workers' jobs count), prediction latency histogram, models loaded, and this
+    process's open event streams."""
     body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)

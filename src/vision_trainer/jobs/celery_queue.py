@@ -12,15 +12,17 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from celery import Celery, signals
 
 from ..services.context import Services
+from ..services.events import watch_commits
 from ..services.jobs import job_status
 from ..services.recovery import sweep_stale_jobs, waiting_jobs_without_images
 from ..services.runner import run_training_job, worker_name
 from ..settings import Settings
+from .redis_events import RedisEventPublisher, RedisEventSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +83,13 @@ class Sweeper:
 
 
 class CeleryJobQueue:
-    """The API side: publishes job ids; sweeps for jobs whose worker died."""
+    """The API side: publishes job ids; sweeps for jobs whose worker died; hears of workers' job events."""
 
     def __init__(self, services: Services, app: Celery | None = None) -> None:
         self.services = services
         self.app = app or make_celery(services.settings)
         self._sweeper = Sweeper(services, self.enqueue)
+        self._subscriber: RedisEventSubscriber | None = None
 
     def start(self) -> None:
         # No start-up re-queue here: live workers may be training the jobs marked running.
@@ -102,8 +105,15 @@ class CeleryJobQueue:
         except Exception:
             log.warning("could not revoke task of job %s (the cancel flag is set anyway)", job_id, exc_info=True)
 
+    def follow_events(self, notify: Callable[[Iterable[str]], None], resync: Callable[[], None]) -> None:
+        """Call ``notify(job_ids)`` when workers commit events of those jobs (one Redis subscription)."""
+        self._subscriber = RedisEventSubscriber(self.services.settings.broker_url, notify, resync)
+        self._subscriber.start()
+
     def shutdown(self) -> None:
         self._sweeper.stop()
+        if self._subscriber is not None:
+            self._subscriber.stop()
 
 
 class WorkerSetupError(RuntimeError):
@@ -159,6 +169,10 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
         return status
 
     sweeper = Sweeper(services, lambda job_id: publish(app, job_id))
+    # Tell the API processes when this worker commits job events, so their streams read them at once.
+    notifications = RedisEventPublisher(settings.broker_url)
+    notifications.start()
+    unwatch = watch_commits(services.db, notifications)
 
     @signals.worker_ready.connect(weak=False)
     def _ready(**_: object) -> None:
@@ -176,4 +190,6 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
         ])
     finally:
         sweeper.stop()
+        unwatch()
+        notifications.stop()
         services.close()

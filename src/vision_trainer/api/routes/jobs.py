@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,20 +10,21 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from ...services import jobs as job_service
-from ...services.context import Services
+from ..cache import shared_answer
 from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep
 from ..schemas import ERROR_RESPONSES, JobList, JobPublic
+from ..streams import EventStreamResponse, LiveUpdates
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-EVENT_POLL_S = 0.25
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 async def list_jobs(
-    services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
+    request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Any:
-    return await run_in_threadpool(job_service.list_jobs, services, limit=limit, offset=offset)
+    """Requests arriving together share one answer, at most a second old and recomputed after any change."""
+    return await shared_answer(request, ("jobs", limit, offset), lambda: run_in_threadpool(
+        job_service.list_jobs, services, limit=limit, offset=offset))
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERROR_RESPONSES, summary="One job")
@@ -53,29 +51,17 @@ async def delete_job(job_id: str, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-async def _event_stream(services: Services, job_id: str, request: Request, after: int) -> AsyncIterator[dict]:
-    while True:
-        events = await run_in_threadpool(job_service.job_events, services, job_id, after)
-        for event_id, kind, data in events:
-            after = event_id
-            yield {"id": str(event_id), "event": kind, "data": json.dumps(data)}
-            if kind == "status" and data.get("status") in job_service.FINAL_STATUSES:
-                return
-        if not events:
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(EVENT_POLL_S)
-
-
 @router.get(
     "/{job_id}/events",
     responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
     summary="Stream a job's progress, log lines and final status (Server-Sent Events)",
 )
-async def job_events(job_id: str, request: Request, services: ServicesDep) -> EventSourceResponse:
+async def job_events(job_id: str, request: Request) -> EventSourceResponse:
     """Events, replayed from the job's start (or after `Last-Event-ID`): `progress`
-    `{phase, done, total, epoch}`, `log` `{line}`, and last `status` `{status, model_id, error}`."""
-    await run_in_threadpool(job_service.get_job, services, job_id)  # 404 before streaming starts
+    `{phase, done, total, epoch}`, `log` `{line}`, and last `status` `{status, model_id, error}`.
+    503 `too_many_streams` (with `Retry-After`) while `VT_MAX_EVENT_STREAMS` streams are open."""
     last = request.headers.get("last-event-id", "0")
     after = int(last) if last.isdigit() else 0
-    return EventSourceResponse(_event_stream(services, job_id, request, after), ping=15)
+    live: LiveUpdates = request.app.state.live
+    # Joins the job's one shared subscription and reads the replay; 404 before streaming starts.
+    return EventStreamResponse(await live.events.open(job_id, after))

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from ...ml.images import sniff_format
 from ...services import exports, models, report
 from ...services.errors import InvalidRequest
+from ..cache import shared_answer
 from ..deps import LimitQuery, OffsetQuery, ServicesDep, SettingsDep
 from ..forms import FormLimits, StreamedForm, streamed_form
 from ..schemas import ERROR_RESPONSES, DefaultModelSet, ModelList, ModelPublic, ModelRename, ModelSummary
@@ -22,9 +23,11 @@ EXTENSIONS = {"onnx": "onnx", "torchscript": "pt"}
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
 async def list_models(
-    services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
+    request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> Any:
-    return await run_in_threadpool(models.list_models, services, limit=limit, offset=offset)
+    """Requests arriving together share one answer, at most a second old and recomputed after any change."""
+    return await shared_answer(request, ("models", limit, offset), lambda: run_in_threadpool(
+        models.list_models, services, limit=limit, offset=offset))
 
 
 @router.get("/default", response_model=ModelSummary, responses=ERROR_RESPONSES, summary="The default model")
