@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..services.training import TrainingOptions
 from .forms import unknown_fields_message
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -46,22 +47,10 @@ class DefaultModelSet(RequestBody):
     model_id: str = Field(description="The model /predict uses when a request names none.")
 
 
-class TrainOptions(BaseModel):
-    """The non-class fields of ``POST /train``."""
+class TrainOptions(TrainingOptions):
+    """The non-class fields of ``POST /train`` and ``POST /datasets/{id}/train``: the training options
+    (checked by the service, so the CLI gets the same checks) and what only HTTP adds."""
 
-    epochs: int = Field(5, ge=1, le=200, description="Training epochs of the new head.")
-    backbone: str | None = Field(
-        None, max_length=64, description="resnet18 or efficientnet_lite0; default: see GET /."
-    )
-    test_split: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of each class held out for testing.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the split, augmentation and head init.")
-    name: str | None = Field(None, max_length=200, description="Name of the resulting model.")
-    augment_views: int | None = Field(
-        None, ge=0, le=16, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
-    )
-    early_stopping: bool = Field(
-        False, description="Stop when the validation fold's loss stops improving (3 epochs) and keep the best epoch."
-    )
     wait: bool = Field(False, description="Block until the job ends and answer 200 with the job.")
     skip_invalid: bool = Field(
         False, description="Train on the usable files and list the refused ones in the job log instead of "
@@ -94,6 +83,9 @@ class JobPublic(BaseModel):
     worker: str | None = Field(description="The claim that holds (or last held) the job: host:pid#claim.")
     heartbeat_at: str | None = Field(description="When the worker training the job last said it was alive.")
     duration_s: float | None = Field(description="Seconds from claim to the saved model, for a succeeded job.")
+    kind: str = Field("train", description="What the job does: train.")
+    dataset_id: str | None = Field(None, description="The dataset the job trains on (none for jobs queued by v1).")
+    dataset_version: int | None = Field(None, description="The dataset's version whose photos the job took.")
 
 
 class JobFinished(JobPublic):
@@ -105,6 +97,7 @@ class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus
     status_url: str
+    dataset_id: str | None = None
     log: list[str]
 
 
@@ -120,6 +113,8 @@ class ModelSummary(BaseModel):
     class_names: list[str]
     backbone: str
     created_at: str | None
+    dataset_id: str | None = Field(None, description="The dataset the model was trained on.")
+    dataset_version: int | None = Field(None, description="That dataset's version.")
     metrics: dict[str, Any] | None
 
 
@@ -184,3 +179,91 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 429, 503, 507)
 }
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody, "description": "Missing or wrong API key"}}
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+class DatasetCreate(RequestBody):
+    name: str = Field(min_length=1, max_length=200, description="Name of the dataset.")
+
+
+class DatasetRename(RequestBody):
+    name: str = Field(min_length=1, max_length=200, description="The new name.")
+
+
+class DatasetModel(BaseModel):
+    model_id: str
+    name: str
+    dataset_version: int | None
+    test_accuracy: float | None
+    created_at: str | None
+
+
+class DatasetPublic(BaseModel):
+    dataset_id: str
+    name: str
+    version: int = Field(description="Goes up by one on every change of the images or their labels.")
+    class_names: list[str] = Field(description="Classes in the order they first appeared.")
+    per_class_counts: dict[str, int]
+    unlabelled_count: int
+    image_count: int
+    created_at: str | None
+    updated_at: str | None
+    models: list[DatasetModel] | None = Field(None, description="GET /datasets/{id}: models trained on it, newest first.")
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+    count: int
+
+
+class ImagePublic(BaseModel):
+    image_id: str
+    filename: str = Field(description="The client's filename: shown, never used as a path.")
+    label: str | None = Field(description="None for an unlabelled photo.")
+    width: int
+    height: int
+    content_hash: str = Field(description="SHA-256 of the file's bytes.")
+    added_at: str | None
+
+
+class ImageList(BaseModel):
+    items: list[ImagePublic]
+    count: int
+
+
+class AddedImage(BaseModel):
+    image_id: str
+    filename: str
+    label: str | None
+
+
+class DuplicateImage(BaseModel):
+    filename: str
+    image_id: str = Field(description="The photo with the same content already in the dataset.")
+
+
+class ImagesAdded(BaseModel):
+    dataset_id: str
+    version: int
+    added: list[AddedImage]
+    duplicates: list[DuplicateImage] = Field(description="Exact duplicates (same content), not stored again.")
+    errors: list[dict[str, Any]] = Field(description="Refused files (with skip_invalid): {field, index, filename, code, detail}.")
+    skipped: list[dict[str, Any]] = Field(description="Archive entries left out: hidden files, links, files outside a "
+                                          "class folder, non-images: {filename, code, detail}.")
+
+
+class ImagesRelabel(RequestBody):
+    image_ids: list[str] = Field(min_length=1, max_length=100_000, description="Photos of the dataset.")
+    label: str | None = Field(description="The new label; null makes them unlabelled.")
+
+
+class ImagesDelete(RequestBody):
+    image_ids: list[str] = Field(min_length=1, max_length=100_000, description="Photos of the dataset.")
+
+
+class ImagesChanged(BaseModel):
+    version: int
+    updated: int | None = None
+    deleted: int | None = None

@@ -153,7 +153,7 @@ def _members(entries: list[_Entry], kind: str, limits: ArchiveLimits) -> tuple[l
             skipped.append({"filename": entry.name, "code": "skipped_entry", "detail": f"{entry.name!r}: {reason}"})
     # A single folder around everything (photos.zip -> photos/cats/..., photos/dogs/...) is unwrapped.
     tops = {parts[0] for parts, _ in kept}
-    if len(tops) == 1 and all(len(parts) >= 3 for parts, _ in kept):
+    if len(tops) == 1 and any(len(parts) >= 3 for parts, _ in kept):
         kept = [(parts[1:], entry) for parts, entry in kept]
     members = []
     for parts, entry in kept:

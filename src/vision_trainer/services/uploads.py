@@ -12,8 +12,9 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
-from ..ml.errors import InvalidImageError
+from ..ml.errors import InvalidImageError, UnsupportedFormatError
 from ..ml.images import open_image
+from .archives import archive_kind
 from .errors import InvalidRequest
 
 RESERVED_LABEL = "unknown"
@@ -117,7 +118,15 @@ def stage_image(stream: BinaryIO, filename: str, folder: Path, limits: UploadLim
     try:
         digest, size = _copy_hashing(stream, path, limits.max_file_bytes)
         # A reduced-size JPEG decode still reads every byte, so truncation is caught, at a third the cost.
-        open_image(path, max_pixels=limits.max_pixels, draft_size=VALIDATION_DRAFT_SIZE)
+        try:
+            open_image(path, max_pixels=limits.max_pixels, draft_size=VALIDATION_DRAFT_SIZE)
+        except UnsupportedFormatError:
+            with path.open("rb") as head:
+                kind = archive_kind(head.read(512))
+            if kind is None:
+                raise
+            raise UnsupportedFormatError(f"this is a {kind} archive, not an image: send archives of class folders "
+                                         "in the `archive` field") from None
         width, height = _displayed_size(path)
     except BaseException:
         path.unlink(missing_ok=True)

@@ -35,6 +35,9 @@ def job_view(job: Job, log: list[str]) -> dict[str, Any]:
         "worker": job.worker_id,
         "heartbeat_at": iso(job.heartbeat_at),
         "duration_s": job.duration_s,
+        "kind": job.kind or "train",
+        "dataset_id": job.dataset_id,
+        "dataset_version": job.dataset_version,
     }
 
 
@@ -47,6 +50,8 @@ def model_summary(model: Model) -> dict[str, Any]:
         "class_names": model.class_names,
         "backbone": model.backbone,
         "created_at": iso(model.created_at),
+        "dataset_id": model.dataset_id,
+        "dataset_version": (model.data or {}).get("dataset_version"),
         "metrics": {"test_accuracy": metrics.get("test_accuracy")},
     }
 

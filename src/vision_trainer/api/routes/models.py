@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from ...ml.images import sniff_format
 from ...services import exports, models, report
@@ -117,8 +118,11 @@ async def delete_model(model_id: str, services: ServicesDep) -> Response:
             responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
             summary="Download trained_model.pth")
 async def download_checkpoint(model_id: str, services: ServicesDep) -> FileResponse:
-    path = await run_in_threadpool(models.checkpoint_file, services, model_id)
-    return FileResponse(path, media_type="application/octet-stream", filename="trained_model.pth")
+    """The full model (backbone and head) in the seed's format; a model that stores only its head gets
+    it assembled with the shared backbone's weights for this download."""
+    path, temporary = await run_in_threadpool(models.checkpoint_file, services, model_id)
+    cleanup = BackgroundTask(path.unlink, missing_ok=True) if temporary else None
+    return FileResponse(path, media_type="application/octet-stream", filename="trained_model.pth", background=cleanup)
 
 
 @router.get("/{model_id}/images/{image_id}", response_class=FileResponse,

@@ -17,6 +17,7 @@ from ...services import jobs as job_service
 from ...services import training
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
+from ...services.context import Services
 from ..deps import QueueDep, ServicesDep, SettingsDep
 from ..forms import check_train_fields
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
@@ -34,6 +35,9 @@ for _n in (1, 2):
         "items": {"type": "string", "format": "binary"},
         "description": f"Images of class {_n} (at least 2).",
     }
+ARCHIVE_PROP = {"type": "string", "format": "binary",
+                "description": "A zip, tar or tar.gz of class folders (cats/1.jpg, dogs/2.jpg), instead of "
+                "labelN/filesN; hidden files, files outside a class folder and non-images are skipped and listed."}
 TRAIN_FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -41,9 +45,9 @@ TRAIN_FORM_SCHEMA: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["label1", "files1", "label2", "files2"],
-                    "properties": {**_class_props, **TrainOptions.model_json_schema()["properties"]},
-                    "description": "More classes: label3/files3 … labelN/filesN, numbered without gaps.",
+                                    "properties": {**_class_props, "archive": ARCHIVE_PROP, **TrainOptions.model_json_schema()["properties"]},
+                    "description": "More classes: label3/files3 … labelN/filesN, numbered without gaps. "
+                    "Instead of the class fields: `archive`, a zip, tar or tar.gz with one folder per class.",
                 }
             }
         },
@@ -120,8 +124,9 @@ def _final_message(job: dict[str, Any]) -> str:
 async def train(request: Request, services: ServicesDep, queue: QueueDep, settings: SettingsDep) -> Any:
     """Stores the images of every class, queues a training job and answers 202 at once.
 
-    Fields: `label1..labelN` with `files1..filesN` (N ≥ 2), `epochs`, `backbone`, `test_split`, `seed`,
-    `name`, `augment_views`, `wait`, `skip_invalid`. With `wait=true` the answer comes when the job has
+    Fields: `label1..labelN` with `files1..filesN` (N ≥ 2) or an `archive` of class folders, `epochs`,
+    `backbone`, `test_split`, `seed`, `name`, `augment_views`, `early_stopping`, `wait`, `skip_invalid`.
+    The photos become a new dataset (`dataset_id` in the job) that later requests can improve and retrain. With `wait=true` the answer comes when the job has
     ended (any final status): 200 with the job object plus `message`. Unusable files are listed in a 422
     `errors` list, unless `skip_invalid=true`; 429 `queue_full` when VT_MAX_QUEUED_JOBS jobs wait.
     """
@@ -144,14 +149,20 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
                 skip_invalid=options.skip_invalid,
             ),
         )
+    return await job_answer(services, job, wait=options.wait)
+
+
+async def job_answer(services: Services, job: dict[str, Any], *, wait: bool) -> JSONResponse:
+    """202 with where to follow a queued job; with ``wait``, 200 with the job once it ended."""
     job_id = job["job_id"]
-    if not options.wait:
+    if not wait:
         return JSONResponse(
             {
                 "message": f"Training job queued; follow it at /jobs/{job_id}",
                 "job_id": job_id,
                 "status": job["status"],
                 "status_url": f"/jobs/{job_id}",
+                "dataset_id": job["dataset_id"],
                 "log": job["log"],
             },
             status_code=202,
