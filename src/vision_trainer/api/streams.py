@@ -15,8 +15,9 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
+from ..services.commits import Commit, watch_commits
 from ..services.context import Services
-from ..services.events import Commit, JobEventHub, Subscription, watch_commits
+from ..services.events import JobEventHub, Subscription
 from .cache import SharedAnswers
 
 log = logging.getLogger(__name__)

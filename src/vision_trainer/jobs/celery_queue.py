@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 
 from celery import Celery, signals
 
+from ..services.commits import watch_commits
 from ..services.context import Services
-from ..services.events import watch_commits
 from ..services.jobs import job_status
 from ..services.recovery import sweep_stale_jobs, waiting_jobs_without_images
 from ..services.runner import run_training_job, worker_name

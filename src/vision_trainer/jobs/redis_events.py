@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from ..services.events import Commit
+from ..services.commits import Commit
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 Events are rows in ``job_events``, written wherever a job moves on. The database stays the record;
 what is added here is a way to learn *when* to read it:
 
-- ``watch_commits`` calls back after every commit of this process, with the ids of the jobs whose
-  events that commit wrote (and whether it wrote anything at all). The API process feeds that to its
-  ``JobEventHub`` directly (the local runner trains in the API process); a Celery worker publishes it
-  on Redis and the API subscribes (``jobs/celery_queue.py``).
+- ``commits.watch_commits`` calls back after every commit of this process, with the ids of the jobs
+  whose events that commit wrote. The API process feeds that to its ``JobEventHub`` directly (the
+  local runner trains in the API process); a Celery worker publishes it on Redis and the API
+  subscribes (``jobs/redis_events.py``).
 - ``JobEventHub`` (API process, asyncio) keeps one channel per watched job. A notification wakes the
   channel, which reads the job's new events from the database once and puts them in the bounded queue
   of each of its subscribers. A subscriber whose queue is full is dropped: its stream ends once it has
@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import Session
 
 from ..store import repository as repo
 from ..store.db import Database
@@ -42,100 +39,6 @@ QUEUE_SIZE = 256  # live events a subscriber may hold unsent before it is droppe
 SAFETY_POLL_S = 5.0  # a watched job's channel reads the database at least this often
 READ_CONCURRENCY = 4  # database reads of the hub in flight at once (replays of a crowd joining)
 _PAGE = 500
-
-
-# --- commits of this process -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Commit:
-    """What one committed transaction of this process did."""
-
-    job_ids: frozenset[str]  # jobs whose events it wrote
-    wrote: bool  # it inserted, updated or deleted anything
-
-
-CommitListener = Callable[[Commit], None]
-
-_EVENT_JOBS = "vt_event_job_ids"
-_WROTE = "vt_wrote"
-_listeners: dict[Engine, list[CommitListener]] = {}
-_listeners_lock = threading.Lock()
-
-
-def watch_commits(db: Database, listener: CommitListener) -> Callable[[], None]:
-    """Call ``listener`` after each commit on ``db`` made in this process, in the committing thread.
-
-    The listener must be quick and must not raise (it runs inside the writer's call to commit).
-
-    Returns:
-        A function that stops the calls.
-    """
-    with _listeners_lock:
-        if not _listeners:
-            _install_session_hooks()
-        _listeners.setdefault(db.engine, []).append(listener)
-
-    def unwatch() -> None:
-        with _listeners_lock:
-            found = _listeners.get(db.engine, [])
-            if listener in found:
-                found.remove(listener)
-            if not found:
-                _listeners.pop(db.engine, None)
-
-    return unwatch
-
-
-_hooks_installed = False
-
-
-def _install_session_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    sa_event.listen(Session, "after_flush", _after_flush)
-    sa_event.listen(Session, "do_orm_execute", _on_execute)
-    sa_event.listen(Session, "after_commit", _after_commit)
-    sa_event.listen(Session, "after_rollback", _after_rollback)
-    _hooks_installed = True
-
-
-def _watched(session: Session) -> bool:
-    return session.bind in _listeners
-
-
-def _after_flush(session: Session, _context: Any) -> None:
-    if not _watched(session):
-        return
-    session.info[_WROTE] = True
-    jobs = {obj.job_id for obj in session.new if isinstance(obj, JobEvent)}
-    if jobs:
-        session.info.setdefault(_EVENT_JOBS, set()).update(jobs)
-
-
-def _on_execute(state: ORMExecuteState) -> None:
-    # Bulk UPDATE/DELETE statements (status changes, renames, deletions) bypass the flush.
-    if (state.is_update or state.is_delete or state.is_insert) and _watched(state.session):
-        state.session.info[_WROTE] = True
-
-
-def _after_commit(session: Session) -> None:
-    jobs = session.info.pop(_EVENT_JOBS, None)
-    wrote = session.info.pop(_WROTE, False)
-    if not wrote:
-        return
-    commit = Commit(job_ids=frozenset(jobs or ()), wrote=True)
-    for listener in list(_listeners.get(session.bind, ())):  # type: ignore[call-overload]
-        try:
-            listener(commit)
-        except Exception:  # a listener's failure must never fail the writer
-            log.warning("commit listener failed", exc_info=True)
-
-
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_EVENT_JOBS, None)
-    session.info.pop(_WROTE, None)
 
 
 # --- reads ---------------------------------------------------------------------------------------
