@@ -95,9 +95,17 @@ class PostgresServer:
             shutil.chown(self.dir, "postgres", "postgres")
             self._as = ["runuser", "-u", "postgres", "--"]
         self._run([initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        self.start()
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server, or start it again after ``halt()``: same port, same data."""
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         self._run([self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start"])
-        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or a power cut would, keeping its data for ``start()``."""
+        self._run([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"])
 
     def _run(self, command: list[str]) -> None:
         result = subprocess.run(self._as + command, capture_output=True, text=True, timeout=120)
@@ -123,6 +131,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"])
+            if (self.data / "postmaster.pid").exists():  # not already halted
+                self.halt()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

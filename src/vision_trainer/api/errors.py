@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -107,6 +108,24 @@ async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "the client disconnected before the request was complete", "client_disconnected")
 
 
+def is_database_outage(exc: BaseException) -> bool:
+    """The database cannot be reached or dropped the connection (as opposed to a bug in a query)."""
+    return isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)) or (
+        isinstance(exc, sa.DBAPIError) and exc.connection_invalidated
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_outage(exc):
+        return await _unexpected(request, exc)
+    # The pool checks connections before use (pool_pre_ping), so the next request after the database
+    # is back gets a fresh connection: nothing to reset here.
+    reason = (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0][:300]
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, reason)
+    return error_response(503, "the database is unavailable right now; retry in a few seconds",
+                          "database_unavailable")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error; the server log has the details", "internal_error")
@@ -118,4 +137,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(sa.DBAPIError, _database_error)
+    app.add_exception_handler(sa.TimeoutError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

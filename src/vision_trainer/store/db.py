@@ -21,6 +21,7 @@ V1_REVISION = "0001"
 
 
 _SCHEMA_LOCK = 0x5654_0001  # any constant, the same in every process
+CONNECT_TIMEOUT_S = 5
 
 
 class Database:
@@ -68,7 +69,10 @@ class Database:
 
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # Connections are checked before use, so a restarted database is picked up without a restart
+        # here; an unreachable one fails a request within seconds (503) instead of hanging on TCP.
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
