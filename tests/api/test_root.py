@@ -46,7 +46,8 @@ def test_main_module_exposes_app_for_uvicorn(monkeypatch, tmp_path) -> None:
 
 
 def test_metrics_in_prometheus_format(client) -> None:
-    assert client.post("/predict", files={"file": ("a.png", b"not an image", "image/png")}).status_code in (409, 415)
+    refused = client.post("/predict", files={"file": ("a.png", b"not an image", "image/png")})
+    assert refused.status_code == 409 and refused.json()["code"] == "no_model"  # no model yet: checked first
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
