@@ -197,14 +197,22 @@ def _class_folders(root: Path, *, minimum: int) -> dict[str, Path]:
 
 
 class _Ticker:
-    """Counts files as they are read, on a bar once there is one."""
+    """Counts files as they are read, on a bar that appears with the first one (a request refused
+    before any photo is read shows none)."""
 
     def __init__(self) -> None:
+        self.total = 0
         self.bar: tqdm | None = None
 
     def __call__(self) -> None:
+        if self.bar is None and self.total:
+            self.bar = _bar(self.total, "img", "reading")
         if self.bar is not None:
             self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 @dataclass
@@ -218,13 +226,12 @@ class _Source:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """A bar counting the photos as the service reads them (none for an archive: it reads it whole)."""
-        count = sum(len(g.uploads) for g in self.groups)
-        if not count:
+        """Photos read by the service are counted on a bar (not an archive's: it is read whole)."""
+        self.ticker.total = sum(len(g.uploads) for g in self.groups)
+        try:
             yield
-            return
-        with _bar(count, "img", "reading") as self.ticker.bar:
-            yield
+        finally:
+            self.ticker.close()
 
 
 def _read_source(path: Path, *, label: str | None, unlabelled: bool, min_classes: int) -> _Source:
