@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from .services.context import Services
     from .services.datasets import ImageGroup
+    from .services.training import TrainingOptions
     from .services.uploads import Upload
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -313,7 +314,7 @@ def _datasets_add(args: argparse.Namespace) -> int:
 # --- training ------------------------------------------------------------------------------------
 
 
-def _options(args: argparse.Namespace) -> Any:
+def _options(args: argparse.Namespace) -> TrainingOptions:
     """The training options, checked by the service (``invalid_parameter``) before anything is read or stored."""
     from .services.training import training_options
 
@@ -407,7 +408,7 @@ class _JobFollower:
         from .jobs.inline import CallerRunsQueue
         from .services.jobs import cancel_job
 
-        _note("cancelling: the job stops at its next batch (Ctrl-C again to wait less politely)")
+        _note("cancelling: the job stops at its next batch")
         try:
             cancel_job(self.services, CallerRunsQueue(), self.job_id)
         except ServiceError:  # it ended meanwhile
