@@ -1,10 +1,12 @@
-// The Vision Trainer page: classes with photos -> train with live progress -> result -> try it -> models.
+// The Vision Trainer page: classes with photos -> train with live progress -> result -> try it -> models,
+// and datasets to improve and train again (datasets.js).
 // Talks only to the JSON API (see api.js); no build step, no outside assets.
 
 import { ApiError, blobUrl, download, followEvents, getJson, onKeyNeeded, post, postForm, remove, sendJson } from "./api.js";
 import { drawChart, parseEpochLine } from "./chart.js";
+import { copyBackbones, initDatasets, loadDatasets, openDataset } from "./datasets.js";
+import { $, describe, make, onDrop, percent, setError, show } from "./ui.js";
 
-const $ = (selector, root = document) => root.querySelector(selector);
 const PHASES = {
   queued: "Waiting for a free worker",
   preparing: "Preparing",
@@ -17,44 +19,12 @@ const PHASES = {
 
 const state = {
   classes: [], // {name input, files: File[], urls: string[], card}
-  job: null, // {id, epochs, rows, abort}
+  job: null, // {id, epochs, rows, abort, target}
   model: null, // model id to try; null = the server's default
   models: [],
   lastFile: null,
+  datasetNames: new Map(), // dataset id -> name, for the model list
 };
-
-function show(element, visible = true) {
-  element.hidden = !visible;
-}
-
-function setError(element, message) {
-  element.textContent = message || "";
-  show(element, Boolean(message));
-}
-
-function percent(value) {
-  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}\u00a0%`;
-}
-
-/** Highlight `zone` while files are dragged over it and hand dropped files to `handle`. */
-function onDrop(zone, handle) {
-  for (const type of ["dragenter", "dragover"]) {
-    zone.addEventListener(type, (event) => {
-      event.preventDefault();
-      zone.classList.add("over");
-    });
-  }
-  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (event) => {
-    event.preventDefault();
-    zone.classList.remove("over");
-    handle(event.dataTransfer.files);
-  });
-}
-
-function describe(error) {
-  return error instanceof ApiError ? `${error.message} (${error.code})` : `Something went wrong: ${error.message}`;
-}
 
 // --- API key ---------------------------------------------------------------------------------------
 
@@ -180,7 +150,7 @@ async function startTraining(event) {
   try {
     const job = await postForm("/train", trainingForm());
     state.classes.forEach((entry) => renderThumbs(entry));
-    followJob(job.job_id, Number($("#epochs-input").value));
+    followJob(job.job_id, Number($("#epochs-input").value), classesTarget());
   } catch (error) {
     setError($("#upload-error"), describe(error));
     if (error instanceof ApiError && error.errors.length) showRefusedFiles(error.errors);
@@ -190,14 +160,48 @@ async function startTraining(event) {
   }
 }
 
-async function followJob(jobId, epochs) {
-  state.job?.abort.abort();
-  const job = { id: jobId, epochs, rows: [], abort: new AbortController() };
+/** Where a job started from the classes above shows its progress, and what happens when it ends. */
+function classesTarget() {
+  return {
+    home: $("#train-title").parentElement,
+    trainButton: $("#train-button"),
+    cancelButton: $("#cancel-button"),
+    succeeded: async () => {
+      await loadDatasets();
+      $("#result-title").scrollIntoView({ behavior: "smooth", block: "start" });
+    },
+  };
+}
+
+/** Put the progress and chart below the form that started the job (`home`). */
+function placeJobView(home) {
+  if ($("#progress").parentElement !== home) home.append($("#progress"), $("#chart"));
+}
+
+/** A dataset view that closes hands the job view back to the classes' form. */
+function leaveJobView(home) {
+  if ($("#progress").parentElement === home) placeJobView(classesTarget().home);
+}
+
+function endJobView(target) {
+  target.trainButton.disabled = false;
+  show(target.cancelButton, false);
+}
+
+/** Follow job `jobId` with the progress, log and chart under `target.home` (see classesTarget). */
+async function followJob(jobId, epochs, target) {
+  if (state.job) {
+    state.job.abort.abort();
+    endJobView(state.job.target);
+  }
+  const job = { id: jobId, epochs, rows: [], abort: new AbortController(), target };
   state.job = job;
+  placeJobView(target.home);
+  target.trainButton.disabled = true;
   show($("#progress"));
   show($("#chart"));
   show($("#result"), false);
-  show($("#cancel-button"));
+  show(target.cancelButton);
   $("#job-log").textContent = "";
   $("#progress-text").textContent = PHASES.queued;
   $("#progress-epoch").textContent = "";
@@ -208,10 +212,7 @@ async function followJob(jobId, epochs) {
   } catch (error) {
     if (!job.abort.signal.aborted) $("#progress-text").textContent = describe(error);
   } finally {
-    if (state.job === job) {
-      $("#train-button").disabled = false;
-      show($("#cancel-button"), false);
-    }
+    if (state.job === job) endJobView(target);
   }
 }
 
@@ -242,7 +243,7 @@ async function onJobEnded(job, final) {
     $("#progress-bar").value = $("#progress-bar").max;
     state.model = final.model_id;
     await Promise.all([showResult(final.model_id), loadModels()]);
-    $("#result-title").scrollIntoView({ behavior: "smooth", block: "start" });
+    await job.target.succeeded();
   } else if (final.status === "cancelled") {
     text.textContent = "Cancelled";
   } else {
@@ -268,6 +269,7 @@ async function showResult(modelId) {
   $("#test-accuracy").textContent = percent(metrics.test_accuracy);
   $("#result-note").textContent = `on ${metrics.test_count ?? "?"} test photos never used for training · ${model.backbone}`;
   if (model.history?.length) drawChart($("#chart-svg"), model.history, model.history.length);
+  await showDatasetOf(model);
 
   const perClass = $("#per-class");
   perClass.replaceChildren();
@@ -323,6 +325,28 @@ async function showResult(modelId) {
   }
   show($("#result"));
   updateTryModel();
+}
+
+/** The dataset and version a model was trained on, with a link to open the dataset. */
+async function showDatasetOf(model) {
+  const line = $("#result-dataset");
+  show(line, Boolean(model.dataset_id));
+  if (!model.dataset_id) return;
+  const counts = model.data?.per_class_counts || {};
+  const photos = Object.values(counts).reduce((a, b) => a + b, 0);
+  const dataset = await getJson(`/datasets/${model.dataset_id}`).catch(() => null);
+  const link = make("a", { href: `#dataset=${model.dataset_id}`, textContent: dataset ? `“${dataset.name}”` : "a deleted dataset" },
+    { "data-testid": "result-dataset-link" });
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    openDataset(model.dataset_id);
+  });
+  if (!dataset) link.removeAttribute("href");
+  line.replaceChildren("Trained on ", make("strong", { textContent: `version ${model.dataset_version}` }),
+    ` of dataset `, dataset ? link : make("span", { textContent: "a dataset since deleted" }),
+    ` (${photos} labelled photos)`,
+    dataset ? (dataset.version === model.dataset_version ? ": open it to add photos, fix labels and train again."
+      : `; the dataset is at version ${dataset.version} now.`) : ".");
 }
 
 // --- try it ----------------------------------------------------------------------------------------
@@ -399,7 +423,14 @@ async function loadModels() {
   }
 }
 
+function trainedOn(model) {
+  if (!model.dataset_id) return "";
+  const name = state.datasetNames.get(model.dataset_id);
+  return ` · ${name ? `dataset “${name}”` : "dataset"} version ${model.dataset_version}`;
+}
+
 function renderModels(defaultId) {
+  state.defaultId = defaultId;
   const list = $("#models");
   if (!state.models.length) {
     list.replaceChildren(Object.assign(document.createElement("li"), { className: "muted", textContent: "No models yet: train one above." }));
@@ -413,7 +444,7 @@ function renderModels(defaultId) {
     const name = Object.assign(document.createElement("strong"), { textContent: model.name });
     const meta = Object.assign(document.createElement("span"), {
       className: "muted small",
-      textContent: `${percent(model.metrics.test_accuracy)} test accuracy · ${new Date(model.created_at).toLocaleString()} · ${model.backbone}`,
+      textContent: `${percent(model.metrics?.test_accuracy)} test accuracy · ${new Date(model.created_at).toLocaleString()} · ${model.backbone}${trainedOn(model)}`,
     });
     info.append(name, meta);
     if (model.model_id === defaultId) info.append(Object.assign(document.createElement("span"), { className: "badge", textContent: "default" }));
@@ -476,6 +507,7 @@ async function loadService() {
       option.selected = b.name === info.default_backbone;
       return option;
     }));
+    copyBackbones();
   } catch (error) {
     $("#service-info").textContent = describe(error);
   }
@@ -500,6 +532,21 @@ function init() {
   onDrop($("#predict-drop"), (files) => files[0] && predict(files[0]));
   loadService();
   loadModels();
+  initDatasets({
+    follow: followJob,
+    cancel: cancelTraining,
+    leave: leaveJobView,
+    showModel: async (modelId) => {
+      state.model = modelId;
+      renderModels(state.defaultId);
+      await showResult(modelId);
+      $("#result-title").scrollIntoView({ behavior: "smooth", block: "start" });
+    },
+    listed: (datasets) => {
+      state.datasetNames = new Map(datasets.map((d) => [d.dataset_id, d.name]));
+      if (state.models.length) renderModels(state.defaultId);
+    },
+  });
 }
 
 init();

@@ -1,0 +1,51 @@
+// Small DOM helpers shared by the page's modules.
+
+import { ApiError } from "./api.js";
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+
+export function show(element, visible = true) {
+  element.hidden = !visible;
+}
+
+export function setError(element, message) {
+  element.textContent = message || "";
+  show(element, Boolean(message));
+}
+
+export function percent(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}\u00a0%`;
+}
+
+export function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
+/** An element with properties (className, textContent, ...) and attributes (data-*, aria-*). */
+export function make(tag, props = {}, attrs = {}) {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+/** Highlight `zone` while files are dragged over it and hand dropped files to `handle`. */
+export function onDrop(zone, handle) {
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    event.stopPropagation(); // a class inside a dataset's drop zone takes the photos itself
+    zone.classList.remove("over");
+    handle(event.dataTransfer.files);
+  });
+}
+
+export function describe(error) {
+  return error instanceof ApiError ? `${error.message} (${error.code})` : `Something went wrong: ${error.message}`;
+}
