@@ -5,83 +5,18 @@ Screenshots go to test-output/web/ (desktop 1280x800 and phone 390x844).
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ..conftest import REPO, Server, data_dir_files, photos
-from ..servers import require_binary
+from ..conftest import Server, data_dir_files, photos
+from .conftest import DESKTOP, LONG, OUTPUT, PHONE, Page
 
 pytestmark = pytest.mark.slow
 
-OUTPUT = Path(os.environ.get("VT_TEST_OUTPUT", REPO / "test-output")) / "web"
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 TRAIN_PER_CLASS = 15
-LONG = 240_000  # ms: training in the browser test runs on CPU
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    executable = require_binary("chromium")
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path, servers: list[Server]) -> Server:
-    started = Server(tmp_path / "data", tmp_path / "server.log", VT_AUGMENT_VIEWS="0")
-    servers.append(started)
-    return started
-
-
-class Page:
-    """A browser page that records uncaught errors; the test fails if any happened."""
-
-    def __init__(self, browser: object, base_url: str, viewport: dict[str, int]) -> None:
-        self.context = browser.new_context(viewport=viewport, base_url=base_url)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.set_default_timeout(30_000)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.page, name)
-
-    def testid(self, name: str) -> object:
-        return self.page.get_by_test_id(name)
-
-    def close(self) -> None:
-        self.context.close()
-        assert self.errors == [], f"uncaught errors in the page: {self.errors}"
-
-
-@pytest.fixture
-def open_page(browser: object, server: Server) -> Iterator[object]:
-    pages: list[Page] = []
-
-    def make(viewport: dict[str, int] = DESKTOP) -> Page:
-        page = Page(browser, f"http://127.0.0.1:{server.port}", viewport)
-        pages.append(page)
-        page.goto("/ui")
-        page.wait_for_selector("#backbone-input option", state="attached")
-        return page
-
-    yield make
-    for page in pages:
-        page.close()
 
 
 def name_classes(page: Page, *names: str) -> None:
@@ -147,6 +82,14 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
     page.get_by_role("button", name="Rename: Cats and dogs").wait_for()
     model = server.client.get(f"/models/{model['model_id']}").json()
     assert model["name"] == "Cats and dogs"
+    # The classes' photos were saved as a dataset: the result links to it.
+    assert f"version {model['dataset_version']} of dataset" in page.testid("result-dataset").inner_text()
+    page.testid("result-dataset-link").click()
+    page.testid("dataset-view").wait_for()
+    for label in ("cat", "dog"):
+        count = page.locator(f"[data-testid=dataset-class][data-label={label}] [data-testid=class-count]")
+        assert count.inner_text() == str(TRAIN_PER_CLASS)
+    assert page.testid("dataset-model-version").inner_text() == f"dataset version {model['dataset_version']}"
 
     phone = open_page(PHONE)
     phone.get_by_role("button", name=f"Try this model: {model['name']}").click()
