@@ -41,7 +41,7 @@ PREDICT_BATCH = 32
 POLL_S = 0.2
 # Phases whose progress counts something worth a bar, and what it counts.
 PROGRESS_UNITS = {"extracting": "img", "training": "epoch"}
-SUMMARY_METRICS = ("test_accuracy", "test_accuracy_ci", "test_count", "per_class", "calibration",
+SUMMARY_METRICS = ("test_accuracy", "test_accuracy_ci", "test_count", "per_class", "confusion_matrix", "calibration",
                    "features_extracted", "features_reused", "best_epoch")
 
 
