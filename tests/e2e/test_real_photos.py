@@ -39,7 +39,9 @@ def test_model_record_and_checkpoint_match_the_design(live_client, cats_dogs_job
     model = live_client.get(f"/models/{cats_dogs_job['model_id']}").json()
     assert model["class_names"] == ["cat", "dog"] and model["job_id"] == cats_dogs_job["job_id"]
     assert model["data"]["per_class_counts"] == {"cat": 40, "dog": 40}
-    assert model["data"]["train_count"] == 64 and model["data"]["test_count"] == 16
+    data = model["data"]
+    assert data["train_count"] + data["test_count"] == 80 and data["test_count"] == len(data["test_image_ids"])
+    assert 8 <= data["test_count"] <= 26 and data["dataset_version"] == 2 and data["dataset_id"] == cats_dogs_job["dataset_id"]
     assert len(model["data"]["content_hash"]) == 64 and model["data"]["split_seed"] == 0
     assert model["metrics"]["confusion_matrix"] and set(model["metrics"]["per_class"]) == {"cat", "dog"}
     path = tmp_path / "trained_model.pth"

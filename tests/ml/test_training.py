@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import image_bytes
 from vision_trainer.ml.backbones import create_backbone, resolve_backbone
-from vision_trainer.ml.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from vision_trainer.ml.checkpoint import build_head_checkpoint, full_checkpoint, load_checkpoint, save_checkpoint
 from vision_trainer.ml.data import LabelledImage, eval_transform, stratified_split
 from vision_trainer.ml.errors import CheckpointError, TrainingCancelled
 from vision_trainer.ml.images import open_image
@@ -46,7 +46,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 def test_training_logs_every_epoch_in_the_seed_shape(trained) -> None:
     result, lines, phases, _ = trained
-    assert len(lines) == 15 and all(LOG_LINE.match(line) for line in lines)
+    assert lines[0] == f"Features: {result.metrics['features_extracted']} computed, 0 reused"
+    assert len(lines) == 16 and all(LOG_LINE.match(line) for line in lines[1:])
     assert [row["epoch"] for row in result.history] == list(range(1, 16))
     assert phases[0] == "preparing" and "extracting" in phases and "training" in phases
 
@@ -56,7 +57,8 @@ def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
     assert result.metrics["test_accuracy"] >= 0.8
     metrics = result.metrics
     # a validation fold (for the temperature) comes out of the training split, never out of the test split
-    assert metrics["validation_count"] == 3 and metrics["train_count"] + metrics["validation_count"] == len(split.train)
+    assert metrics["validation_count"] >= 3 and metrics["train_count"] + metrics["validation_count"] == len(split.train)
+    assert {item.label for item in result.validation_items} == {0, 1, 2}
     assert metrics["test_count"] == len(split.test)
     assert sum(sum(row) for row in metrics["confusion_matrix"]) == len(split.test)
     assert set(metrics["per_class"]) == {"red", "blue", "green"}
@@ -74,8 +76,15 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Pat
     result, _, _, split = trained
     spec = resolve_backbone("resnet18")
     path = tmp_path / "trained_model.pth"
-    save_checkpoint(path, build_checkpoint(model_state_dict=result.state_dict, class_names=["red", "blue", "green"],
-                                           backbone="resnet18", preprocessing=spec.preprocessing(), metrics=result.metrics))
+    # A model stores its head; the full checkpoint puts it on the backbone it was trained on (here the
+    # random one train_classifier built after seeding torch with config.seed).
+    torch.manual_seed(0)
+    backbone = create_backbone(spec, num_classes=None, pretrained=False)
+    head = build_head_checkpoint(head_state_dict=result.head_state, class_names=["red", "blue", "green"],
+                                 backbone="resnet18", backbone_fingerprint=result.backbone_fingerprint,
+                                 preprocessing=spec.preprocessing(), metrics=result.metrics)
+    assert set(head["head_state_dict"]) == {"fc.weight", "fc.bias"}
+    save_checkpoint(path, full_checkpoint(head, backbone.state_dict()))
     assert [p.name for p in tmp_path.iterdir()] == ["trained_model.pth"]  # no temp file left behind
     checkpoint = load_checkpoint(path)
     assert {"format_version", "model_state_dict", "class_names", "backbone", "preprocessing", "temperature",
@@ -85,7 +94,7 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Pat
     images = [open_image(item.path) for item in split.test]
     batch = torch.stack([eval_transform(spec.preprocessing())(image) for image in images])
     model = create_backbone(spec, num_classes=3, pretrained=False)
-    model.load_state_dict(result.state_dict)
+    model.load_state_dict(checkpoint["model_state_dict"])
     with torch.inference_mode():
         plain = torch.softmax(model.eval()(batch), dim=1)
     restored = Predictor.from_checkpoint(checkpoint, runtime=RuntimeOptions("torch"))
