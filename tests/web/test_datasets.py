@@ -71,7 +71,7 @@ def test_build_a_dataset_train_fix_and_retrain(open_page, server: Server, tmp_pa
     wait_for_count(page, "dog", PER_CLASS)
     status = page.testid("dataset-status").inner_text()
     assert f"Added {PER_CLASS} photos" in status and "notes.txt (not a photo)" in status
-    assert page.testid("photos-title").inner_text() == f"dog: {PER_CLASS} photos"
+    page.testid("photos-title").filter(has_text=f"dog: {PER_CLASS} photos").wait_for()  # shows the class just added
     assert page.testid("photo").count() == PER_CLASS
     assert sorted(page.locator(".photo .filename").all_inner_texts()) == sorted(p.name for p in dogs)
     page.wait_for_function("() => [...document.querySelectorAll('.photo img')]"
@@ -87,12 +87,14 @@ def test_build_a_dataset_train_fix_and_retrain(open_page, server: Server, tmp_pa
 
     # Relabel a cat photo as a dog (click the photo, type the class, Enter), delete another (keyboard).
     class_row(page, "cat").locator(".class-tab").click()
+    page.testid("photos-title").filter(has_text=f"cat: {PER_CLASS} photos").wait_for()
     page.testid("photo").first.locator("img").click()
     assert page.testid("selection-count").inner_text() == "1 selected"
     page.testid("relabel-input").fill("dog")
     page.testid("relabel-input").press("Enter")
     wait_for_count(page, "dog", PER_CLASS + 1)
     wait_for_count(page, "cat", PER_CLASS - 1)
+    page.testid("photos-title").filter(has_text=f"cat: {PER_CLASS - 1} photos").wait_for()
     page.testid("photo-checkbox").first.focus()
     page.keyboard.press("Space")
     assert page.testid("selection-count").inner_text() == "1 selected"
@@ -156,7 +158,7 @@ def test_archive_of_class_folders_unlabelled_photos_and_paging(open_page, server
 
     class_row(page, "").get_by_test_id("dataset-class-files-input").set_input_files([str(p) for p in loose])
     wait_for_count(page, "", 26)
-    assert page.testid("page-info").inner_text() == "1–24 of 26"
+    page.testid("page-info").filter(has_text="1–24 of 26").wait_for()
     page.testid("next-page").click()
     page.testid("page-info").filter(has_text="25–26 of 26").wait_for()
     assert page.testid("photo").count() == 2
