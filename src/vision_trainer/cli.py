@@ -122,11 +122,11 @@ def _refuse(code: str, detail: str, errors: Sequence[dict[str, Any]] | None = No
     return 2
 
 
-def _bar(total: int, unit: str, desc: str) -> tqdm:
+def _bar(total: int, unit: str, desc: str, *, initial: int = 0) -> tqdm:
     from tqdm import tqdm
 
     # No rate: a job's steps are replayed from its events, so steps per second would be meaningless.
-    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True,
+    return tqdm(total=total, unit=unit, desc=desc, initial=initial, file=sys.stderr, dynamic_ncols=True,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]")
 
 
@@ -399,7 +399,7 @@ class _JobFollower:
             self.close()
             self.phase = phase
         if self.bar is None and phase in PROGRESS_UNITS and total > 0:
-            self.bar = _bar(total, PROGRESS_UNITS[phase], phase)
+            self.bar = _bar(total, PROGRESS_UNITS[phase], phase, initial=done)
         if self.bar is not None:
             self.bar.total = max(total, done)
             self.bar.update(done - self.bar.n)
