@@ -96,7 +96,9 @@ def read_events(url: str, job_id: str, *, last_id: int = 0, on_event: Callable[[
     """One client: the events of a job until its final status, reconnecting with ``Last-Event-ID`` when
     the server ends the stream early (as the web page does)."""
     events: list[Event] = []
-    with httpx.Client(base_url=url, timeout=timeout) as client:
+    # verify=False: plain http, and loading the CA bundle costs 60 ms of CPU per client, which would
+    # bunch up clients meant to arrive spread out.
+    with httpx.Client(base_url=url, timeout=timeout, verify=False) as client:
         for _ in range(20):
             headers = {"Last-Event-ID": str(last_id)} if last_id else {}
             with client.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
@@ -157,8 +159,9 @@ def test_many_streams_on_one_job_receive_the_same_ordered_events_and_the_final_s
     assert all(result == reference for result in results)
     job = wait_for_job(live_server.client, job_id)
     assert [d["line"] for _, kind, d in reference if kind == "log"] == job["log"]
-    # One shared subscription: new events were read once per notification, not once per stream.
-    assert reads["_replay"] == streams + 1
+    # One shared subscription: new events were read once per notification, not once per stream; streams
+    # joining together shared their replay reads.
+    assert 1 <= reads["_replay"] <= streams + 1
     assert reads["_events_after"] <= len(reference) + 10
     wait_until(lambda: live_server.hub.open_streams == 0, "every stream closed")
     assert live_server.hub.channels == {}
@@ -171,6 +174,7 @@ def test_many_streams_on_one_job_receive_the_same_ordered_events_and_the_final_s
 def test_clients_joining_mid_job_get_the_replay_then_live_events_without_gap_or_duplicate(
     live_server: LiveServer,
 ) -> None:
+    slow_replays(live_server.hub)
     job_id = live_server.fake_job()
     total = 300
     writer_done = threading.Event()
@@ -178,12 +182,12 @@ def test_clients_joining_mid_job_get_the_replay_then_live_events_without_gap_or_
     def write() -> None:
         for n in range(total):
             live_server.write_events(job_id, [("progress", {"phase": "training", "done": n, "total": total})])
-            time.sleep(0.002)
+            time.sleep(0.005)
         live_server.finish(job_id)
         writer_done.set()
 
     def join(n: int) -> tuple[int, list[Event]]:
-        time.sleep(n * 0.01)  # clients arrive all through the job
+        time.sleep(n * 0.025)  # clients arrive all through the job
         last_id = 0
         if n % 3 == 1:  # some reconnect from where an earlier stream stopped
             first = read_events_until(live_server.url, job_id, count=5)
@@ -192,13 +196,32 @@ def test_clients_joining_mid_job_get_the_replay_then_live_events_without_gap_or_
 
     writer = threading.Thread(target=write)
     writer.start()
-    with ThreadPoolExecutor(24) as pool:
+    with ThreadPoolExecutor(60) as pool:
         joined = list(pool.map(join, range(60)))
     writer.join()
     everything = read_events(live_server.url, job_id)
     assert len(everything) == total + 1 and everything[-1][1] == "status"
     for last_id, events in joined:
         assert events == [e for e in everything if e[0] > last_id]
+
+
+def slow_replays(hub: JobEventHub) -> None:
+    """Replay reads take a while after their query, as on a busy database: events committed meanwhile
+    are live events for whoever that read serves."""
+    original = hub.read
+
+    def slowed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            result = fn(*args)
+            time.sleep(0.05)
+            return result
+
+        return run
+
+    async def read(fn: Callable[..., Any], *args: Any) -> Any:
+        return await original(slowed(fn) if fn.__name__ == "_replay" else fn, *args)
+
+    hub.read = read  # type: ignore[method-assign]
 
 
 def read_events_until(url: str, job_id: str, *, count: int) -> list[Event]:

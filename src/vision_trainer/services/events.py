@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256  # live events a subscriber may hold unsent before it is dropped
 SAFETY_POLL_S = 5.0  # a watched job's channel reads the database at least this often
-READ_CONCURRENCY = 4  # database reads of the hub in flight at once (replays of a crowd joining)
+READ_CONCURRENCY = 4  # database reads of the hub in flight at once
+REPLAY_GATHER_S = 0.02  # streams joining a job within this long share one replay read
 _PAGE = 500
 
 
@@ -157,6 +158,14 @@ class Subscription:
 
 
 @dataclass(eq=False)
+class _ReplayRead:
+    """Streams waiting for the same replay read, which has not started yet."""
+
+    after: int
+    result: asyncio.Future[list[LiveEvent] | None]
+
+
+@dataclass(eq=False)
 class _Channel:
     """The one subscription of this process to one job, shared by all its streams."""
 
@@ -168,6 +177,9 @@ class _Channel:
     cursor: int = 0  # the id of the last event handed out
     failure: BaseException | None = None
     task: asyncio.Task[None] | None = None
+    next_replay: _ReplayRead | None = None
+    replay_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    replay_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def add(self, sub: Subscription) -> None:
         self.subscribers.add(sub)
@@ -183,6 +195,38 @@ class _Channel:
             del self.hub.channels[self.job_id]
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+
+    async def replay(self, after: int) -> list[LiveEvent] | None:
+        """The job's events after ``after`` (None: no such job), read after the caller joined.
+
+        A crowd joining at once shares reads: one replay read runs at a time per job, and everyone who
+        joins while it runs (or within ``REPLAY_GATHER_S`` before it) shares the next one.
+        """
+        read = self.next_replay
+        if read is None:
+            read = self.next_replay = _ReplayRead(after, asyncio.get_running_loop().create_future())
+            read.result.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unused
+            task = asyncio.get_running_loop().create_task(self._read_replay(read))
+            self.replay_tasks.add(task)
+            task.add_done_callback(self.replay_tasks.discard)
+        read.after = min(read.after, after)
+        events = await asyncio.shield(read.result)
+        if events is None or read.after == after:
+            return events
+        return [item for item in events if item.id > after]
+
+    async def _read_replay(self, read: _ReplayRead) -> None:
+        async with self.replay_lock:
+            await asyncio.sleep(REPLAY_GATHER_S)
+            self.next_replay = None  # who joins from now on needs a read that starts after joining
+            try:
+                read.result.set_result(await self.hub.read(_replay, self.hub.db, self.job_id, read.after,
+                                                            self.hub.encode))
+            except asyncio.CancelledError:
+                read.result.cancel()
+                raise
+            except Exception as exc:
+                read.result.set_exception(exc)
 
     async def run(self) -> None:
         try:
@@ -322,7 +366,7 @@ class JobEventHub:
             await channel.ready.wait()
             if channel.failure is not None:
                 raise channel.failure
-            replay = await self.read(_replay, self.db, job_id, after, self.encode)
+            replay = await channel.replay(after)
             if replay is None:
                 raise NotFound(f"no job with id {job_id!r}; GET /jobs lists them")
         except BaseException:
