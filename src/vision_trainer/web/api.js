@@ -97,11 +97,13 @@ export async function download(path, filename) {
 /**
  * Follow a job's Server-Sent Events (read with fetch, so the API key travels in a header).
  * Calls onEvent(kind, data) for each event; resolves after the final `status` event.
- * Reconnects with Last-Event-ID when the connection drops.
+ * Reconnects with Last-Event-ID when the connection drops or the server ends the stream early (it
+ * does so when a tab falls too far behind), and waits when the server has too many streams open.
  */
 export async function followEvents(jobId, onEvent, signal) {
   let lastId = "0";
   for (let attempt = 0; attempt < 20 && !signal?.aborted; attempt++) {
+    let pause = 1000;
     try {
       const response = await send(`/jobs/${jobId}/events`, { headers: { "Last-Event-ID": lastId }, signal });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -131,9 +133,11 @@ export async function followEvents(jobId, onEvent, signal) {
         }
       }
     } catch (error) {
-      if (error instanceof ApiError || signal?.aborted) throw error;
+      const busy = error instanceof ApiError && error.code === "too_many_streams";
+      if ((error instanceof ApiError && !busy) || signal?.aborted) throw error;
+      if (busy) pause = 5000;
     }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await new Promise((resolve) => setTimeout(resolve, pause));
   }
   throw new Error("lost the connection to the job's events");
 }
