@@ -32,7 +32,7 @@ def run(device: str, runtime: str, data_dir: Path, train: dict[str, list[Path]],
     uploads = [[Upload(p.name, p.open("rb")) for p in paths] for paths in train.values()]
     start = time.perf_counter()
     job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
-        labels=list(train), files=uploads, epochs=5, backbone="efficientnet_lite0"))
+        labels=list(train), files=uploads, options=training.TrainingOptions(epochs=5, backbone="efficientnet_lite0")))
     status = runner.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     job = jobs.get_job(services, job["job_id"])

@@ -24,13 +24,13 @@ from common import DATASETS, class_folders, report  # noqa: E402
 from naive_seed import train_and_evaluate_model  # noqa: E402
 
 from vision_trainer.ml.backbones import create_backbone, freeze, resolve_backbone  # noqa: E402
-from vision_trainer.ml.checkpoint import load_checkpoint  # noqa: E402
+from vision_trainer.ml.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from vision_trainer.ml.data import LabelledImage, stratified_split  # noqa: E402
 from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor  # noqa: E402
 from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
-from vision_trainer.services import jobs, runner, training  # noqa: E402
+from vision_trainer.services import jobs, models, runner, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
@@ -43,8 +43,9 @@ def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int,
                                         cache_dir=data_dir.parent / "cache"))
     streams = [[Upload(p.name, p.open("rb")) for p in paths] for paths in data.values()]
     start = time.perf_counter()
+    options = training.TrainingOptions(epochs=epochs, backbone=backbone, augment_views=views)
     job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
-        labels=list(data), files=streams, epochs=epochs, backbone=backbone, augment_views=views))
+        labels=list(data), files=streams, options=options))
     status = runner.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     for group in streams:
@@ -52,7 +53,8 @@ def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int,
             upload.stream.close()
     finished = jobs.get_job(services, job["job_id"])
     assert status == "succeeded", finished
-    checkpoint = services.files.checkpoint_path(finished["model_id"])
+    checkpoint = data_dir / "trained_model.pth"
+    save_checkpoint(checkpoint, models.model_checkpoint(services, finished["model_id"]))
     services.close()
     return {"seconds": seconds, "images_through_backbone": finished["metrics"]["images_through_backbone"],
             "test_accuracy": finished["metrics"]["test_accuracy"], "checkpoint": checkpoint}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -155,24 +155,30 @@ class CachedExtraction:
     should_stop: Callable[[], bool] = lambda: False
     computed: int = 0
     reused: int = 0
+    _looked_up: dict[str, np.ndarray] = field(default_factory=dict)
 
     def key(self, sha256: str, view: str) -> str:
         return f"{self.fingerprint}/{sha256}/{view}"
 
     def missing(self, items: Sequence[LabelledImage], views: ViewSet) -> int:
-        """How many (image, view) features are not cached: what ``features`` will compute."""
-        keys = views.keys()
+        """How many (image, view) features are not cached: what ``features`` will compute. What is found
+        is kept for ``features``, so every cached vector is read once."""
+        return sum(self._get(self.key(item.sha256, k)) is None for item in items for k in views.keys())
+
+    def _get(self, key: str) -> np.ndarray | None:
+        if key in self._looked_up:
+            return self._looked_up.pop(key)
         if self.cache is None:
-            return len(items) * len(keys)
-        return sum(self.cache.get(self.key(item.sha256, k)) is None for item in items for k in keys)
+            return None
+        value = self.cache.get(key)
+        if value is not None:
+            self._looked_up[key] = value
+        return value
 
     def features(self, items: Sequence[LabelledImage], views: ViewSet) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features [N * V, F], labels [N * V])`` on ``device``, the views of one image side by side."""
         keys = views.keys()
-        found: list[list[np.ndarray | None]] = [
-            [self.cache.get(self.key(item.sha256, k)) if self.cache is not None else None for k in keys]
-            for item in items
-        ]
+        found = [[self._get(self.key(item.sha256, k)) for k in keys] for item in items]
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, row in enumerate(found):
             todo = tuple(v for v, value in enumerate(row) if value is None)
