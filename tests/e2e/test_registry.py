@@ -35,7 +35,12 @@ def test_evaluation_report_is_complete(live_client, cats_dogs_job) -> None:
     assert [sum(row) for row in metrics["confusion_matrix"]] == [s["support"] for s in metrics["per_class"].values()]
     calibration = metrics["calibration"]
     assert calibration["temperature"] > 0 and 0 <= calibration["ece_before"] <= 1 and 0 <= calibration["ece_after"] <= 1
-    assert metrics["validation_count"] > 0
+    # The temperature is fitted on out-of-fold predictions over all training photos (no fold held back).
+    assert metrics["validation_count"] == 0 and calibration["fitted_on"] == "out_of_fold"
+    assert len(metrics["cv_accuracy"]["folds"]) == 5 and metrics["cv_accuracy"]["mean"] >= 0.8
+    low, high = metrics["test_accuracy_ci"]
+    assert low <= metrics["test_accuracy"] <= high < 1.0 or metrics["test_accuracy"] == high == 1.0
+    assert metrics["warnings"] and "is rough" in metrics["warnings"][0]  # fewer than 30 test photos
     assert metrics["train_count"] + metrics["validation_count"] + metrics["test_count"] == 80
     for wrong in metrics["misclassified"]:
         assert wrong["true"] != wrong["predicted"] and wrong["image_id"] in model["data"]["test_image_ids"]

@@ -47,7 +47,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 def test_training_logs_every_epoch_in_the_seed_shape(trained) -> None:
     result, lines, phases, _ = trained
     assert lines[0] == f"Features: {result.metrics['features_extracted']} computed, 0 reused"
-    assert len(lines) == 16 and all(LOG_LINE.match(line) for line in lines[1:])
+    assert len(lines) == 18 and all(LOG_LINE.match(line) for line in lines[1:16])
+    # then the test accuracy with its interval, and (a handful of test photos) the warning that it is rough
+    assert lines[16].startswith("Test accuracy ") and "95 % interval" in lines[16] and "cross-validated" in lines[16]
+    assert lines[17].startswith("Test accuracy ") and f"is rough: it rests on {len(trained[3].test)} test photo(s)" in lines[17]
     assert [row["epoch"] for row in result.history] == list(range(1, 16))
     assert phases[0] == "preparing" and "extracting" in phases and "training" in phases
 
@@ -56,14 +59,16 @@ def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
     result, _, _, split = trained
     assert result.metrics["test_accuracy"] >= 0.8
     metrics = result.metrics
-    # a validation fold (for the temperature) comes out of the training split, never out of the test split
-    assert metrics["validation_count"] >= 3 and metrics["train_count"] + metrics["validation_count"] == len(split.train)
-    assert {item.label for item in result.validation_items} == {0, 1, 2}
+    # no validation fold unless early stopping: the temperature is fitted on out-of-fold predictions
+    assert metrics["validation_count"] == 0 and metrics["train_count"] == len(split.train)
+    assert metrics["calibration"]["fitted_on"] == "out_of_fold" and len(metrics["cv_accuracy"]["folds"]) == 5
+    low, high = metrics["test_accuracy_ci"]
+    assert low <= metrics["test_accuracy"] <= high and high - low > 0.3  # a handful of test photos: a wide interval
     assert metrics["test_count"] == len(split.test)
     assert sum(sum(row) for row in metrics["confusion_matrix"]) == len(split.test)
     assert set(metrics["per_class"]) == {"red", "blue", "green"}
-    # one plain and one augmented view per training image, one view per validation and test image
-    assert metrics["images_through_backbone"] == 2 * metrics["train_count"] + metrics["validation_count"] + len(split.test)
+    # one plain and one augmented view per training image, one view per test image
+    assert metrics["images_through_backbone"] == 2 * metrics["train_count"] + len(split.test)
     assert metrics["calibration"]["temperature"] == result.temperature > 0
     assert 0 <= metrics["calibration"]["ece_after"] <= 1 and 0 <= metrics["calibration"]["ece_before"] <= 1
     wrong = sum(sum(row) for row in metrics["confusion_matrix"]) - sum(metrics["confusion_matrix"][i][i] for i in range(3))

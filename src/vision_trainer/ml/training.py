@@ -16,7 +16,8 @@ from .backbones import BackboneSpec, create_backbone, freeze, pretrained_backbon
 from .data import LabelledImage, Normalizer, Split, augment_view, plain_view, validation_fold
 from .errors import InvalidDatasetError, TrainingCancelled
 from .features import CachedExtraction, FeatureCache, ViewSet
-from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax
+from .crossval import cross_validate
+from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax, wilson_interval
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, state_dict_hash
 
 
@@ -48,6 +49,7 @@ class TrainConfig:
     validation_fraction: float = 0.15
     early_stopping: bool = False
     patience: int = 3
+    class_weighting: str = "none"
     pretrained: bool = True
     allow_download: bool = False
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -131,7 +133,9 @@ def train_classifier(
         backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
     weights = backbone_fingerprint(spec, backbone)
     fingerprint = features_fingerprint(weights, config.runtime)
-    parts = validation_fold(split.train, fraction=config.validation_fraction, seed=config.seed)
+    # A validation fold is only carved out to stop early; the temperature comes from out-of-fold heads.
+    parts = (validation_fold(split.train, fraction=config.validation_fraction, seed=config.seed)
+             if config.early_stopping else Split(train=list(split.train), test=[]))
     extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
     (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = _extract_splits(
         extraction, spec, [parts.train, parts.test, split.test], config, hooks
@@ -140,15 +144,23 @@ def train_classifier(
 
     torch.manual_seed(config.seed)
     head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
+    weights_per_class = class_weights(y_fit, len(class_names)) if config.class_weighting == "balanced" else None
     watch = (x_val, y_val) if config.early_stopping and len(y_val) else None
-    history, best_epoch = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch)
+    history, best_epoch = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch,
+                                   class_weights=weights_per_class)
 
     hooks.progress("evaluating", 0, len(split.test), config.epochs)
-    temperature = fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
+    cv = cross_validate(x_fit, y_fit, parts.train, views=1 + config.augment_views, num_classes=len(class_names),
+                        epochs=best_epoch or config.epochs, lr=config.lr, momentum=config.momentum,
+                        batch_size=config.batch_size, seed=config.seed, class_weights=weights_per_class)
+    temperature = fit_temperature(cv.logits, cv.labels) if cv else fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
     metrics = evaluate(logits_of(head, x_test), y_test.cpu().tolist(), split.test, class_names, temperature)
     metrics.update(train_count=len(parts.train), validation_count=len(parts.test),
                    images_through_backbone=extraction.computed, features_extracted=extraction.computed,
-                   features_reused=extraction.reused, best_epoch=best_epoch)
+                   features_reused=extraction.reused, best_epoch=best_epoch,
+                   cv_accuracy=cv.summary() if cv else None,
+                   calibration={**metrics["calibration"], "fitted_on": "out_of_fold" if cv else "validation_fold"})
+    _report_uncertainty(metrics, hooks)
     return TrainResult(
         head_state={f"{spec.head_attr}.{key}": value.detach().cpu().clone() for key, value in head.state_dict().items()},
         history=history,
@@ -236,6 +248,34 @@ class BestEpoch:
         self.head.load_state_dict(self.state)
 
 
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``n / (classes * count)`` per class: every class weighs the same in the loss, whatever its size."""
+    counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
+    return (len(y) / (num_classes * counts)).to(y.device)
+
+
+ROUGH_BELOW = 30
+
+
+def _report_uncertainty(metrics: dict[str, Any], hooks: TrainingHooks) -> None:
+    """Add the 95 % interval of the test accuracy, and say so when the test split is too small to trust."""
+    n = metrics["test_count"]
+    low, high = wilson_interval(round(metrics["test_accuracy"] * n), n)
+    metrics["test_accuracy_ci"] = [round(low, 4), round(high, 4)]
+    warnings = []
+    if n < ROUGH_BELOW:
+        warnings.append(f"Test accuracy {metrics['test_accuracy']:.4f} is rough: it rests on {n} test photo(s); "
+                        f"95 % interval {low:.2f}-{high:.2f}. Add photos for a figure you can trust.")
+    metrics["warnings"] = warnings
+    cv = metrics.get("cv_accuracy")
+    line = f"Test accuracy {metrics['test_accuracy']:.4f} on {n} photos (95 % interval {low:.4f}-{high:.4f})"
+    if cv:
+        line += f"; cross-validated on the training photos {cv['mean']:.4f} ± {cv['std']:.4f} ({len(cv['folds'])} folds)"
+    hooks.log(line)
+    for warning in warnings:
+        hooks.log(warning)
+
+
 def fit_head(
     head: nn.Linear,
     train: Features,
@@ -243,6 +283,7 @@ def fit_head(
     config: TrainConfig,
     hooks: TrainingHooks,
     validation: Features | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Train ``head`` with SGD and cross-entropy on cached features, evaluating after each epoch.
 
@@ -253,7 +294,7 @@ def fit_head(
     """
     x_train, y_train = train
     optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum)
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(weight=class_weights)
     generator = torch.Generator().manual_seed(config.seed)
     best = BestEpoch(head, validation, config.patience) if validation is not None else None
     history = []

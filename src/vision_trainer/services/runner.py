@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ..ml.backbones import resolve_backbone
 from ..ml.checkpoint import build_head_checkpoint, save_checkpoint
@@ -21,11 +21,45 @@ from ..store import repository as repo
 from ..store.files import remove_tree
 from ..store.tables import Job
 from .context import Services
+from .errors import is_database_outage
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
 CANCEL_POLL_S = 0.5
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+T = TypeVar("T")
+
+
+def retry_on_outage(services: Services, what: str, write: Callable[[], T]) -> T:
+    """Run ``write`` (a database transaction), retrying with backoff while the database cannot be
+    reached, for up to ``VT_DATABASE_RETRY_S``: a job survives a database restart instead of failing.
+
+    Raises:
+        Whatever ``write`` raised, once the database has been unreachable for longer than that, or at
+        once for errors that are not about reaching it.
+    """
+    deadline = time.monotonic() + services.settings.database_retry_s
+    delay = RETRY_FIRST_S
+    failed_since: float | None = None
+    while True:
+        try:
+            result = write()
+        except Exception as exc:
+            if not is_database_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            if failed_since is None:
+                failed_since = time.monotonic()
+                log.warning("%s: the database cannot be reached (%s); retrying for up to %g s", what,
+                            type(exc).__name__, services.settings.database_retry_s)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            continue
+        if failed_since is not None:
+            log.warning("%s: the database is back after %.1f s", what, time.monotonic() - failed_since)
+        return result
 
 
 class JobInterrupted(Exception):
@@ -60,13 +94,21 @@ class _Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self.services.settings.heartbeat_interval_s):
             try:
                 with self.services.db.session() as session:
                     held = repo.heartbeat(session, job_id=self.job_id, worker_id=self.claim)
-            except Exception:  # a database hiccup: try again at the next beat
-                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+            except Exception as exc:  # the database is away: beat again at the next interval
+                if not failing:
+                    log.warning("job %s: heartbeat failed (%s); retrying every %g s", self.job_id,
+                                type(exc).__name__, self.services.settings.heartbeat_interval_s,
+                                exc_info=not is_database_outage(exc))
+                failing = True
                 continue
+            if failing:
+                log.warning("job %s: heartbeat stamped again", self.job_id)
+                failing = False
             if not held:
                 self.lost.set()
                 return
@@ -96,14 +138,21 @@ class _JobReporter:
         values: dict[str, Any] = {"phase": phase, "done": done, "total": total}
         if epoch is not None:
             values["epoch"] = epoch
-        with self.services.db.session() as session:
-            repo.update_job(session, job_id=self.job_id, **values)
-            repo.add_event(session, job_id=self.job_id, kind="progress", data={**values, "epoch": epoch})
+        def write() -> None:
+            with self.services.db.session() as session:
+                repo.update_job(session, job_id=self.job_id, **values)
+                repo.add_event(session, job_id=self.job_id, kind="progress", data={**values, "epoch": epoch})
+
+        retry_on_outage(self.services, f"job {self.job_id}: progress", write)
 
     def log(self, line: str) -> None:
         log.info("job %s: %s", self.job_id, line)
-        with self.services.db.session() as session:
-            repo.add_event(session, job_id=self.job_id, kind="log", data={"line": line})
+
+        def write() -> None:
+            with self.services.db.session() as session:
+                repo.add_event(session, job_id=self.job_id, kind="log", data={"line": line})
+
+        retry_on_outage(self.services, f"job {self.job_id}: log line", write)
 
     def should_stop(self) -> bool:
         if self.interrupted():
@@ -113,8 +162,12 @@ class _JobReporter:
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check >= CANCEL_POLL_S:
             self._last_cancel_check = now
-            with self.services.db.session() as session:
-                self._cancelled = repo.cancel_requested(session, job_id=self.job_id)
+            try:
+                with self.services.db.session() as session:
+                    self._cancelled = repo.cancel_requested(session, job_id=self.job_id)
+            except Exception as exc:  # asked again at the next check; the next write waits for the database
+                if not is_database_outage(exc):
+                    raise
         return self._cancelled
 
     def hooks(self) -> TrainingHooks:
@@ -139,9 +192,13 @@ def run_training_job(
         The job's final status, or None when this call did not claim the job or lost it.
     """
     claim = f"{worker or worker_name()}#{uuid.uuid4().hex[:8]}"
-    with services.db.session() as session:
-        claimed = repo.claim_job(session, job_id=job_id, worker_id=claim)
-        job = repo.get_job(session, job_id=job_id) if claimed else None
+
+    def claim_it() -> Job | None:
+        with services.db.session() as session:
+            claimed = repo.claim_job(session, job_id=job_id, worker_id=claim)
+            return repo.get_job(session, job_id=job_id) if claimed else None
+
+    job = retry_on_outage(services, f"job {job_id}: claim", claim_it)
     if job is None:
         return None
     started = time.monotonic()
@@ -204,6 +261,7 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
         epochs=params["epochs"],
         augment_views=params["augment_views"],
         early_stopping=params.get("early_stopping", False),
+        class_weighting=params.get("class_weighting", "none"),
         seed=params["seed"],
         runtime=services.runtime,
         num_workers=services.settings.num_workers,
@@ -238,8 +296,14 @@ def _save_model(
         ),
     )
     duration = time.monotonic() - started
-    try:
+    tries = 0
+
+    def write() -> None:
+        nonlocal tries
+        tries += 1
         with services.db.session() as session:
+            if tries > 1 and _saved_already(session, job.id, model_id):
+                return  # the previous try committed, but the database went away before it said so
             if not repo.set_job_status(
                 session, job_id=job.id, expected=["running"], status="succeeded", held_by=claim,
                 finished_at=repo.now(), phase="done", done=Job.total, model_id=model_id,
@@ -260,11 +324,19 @@ def _save_model(
                 metrics=result.metrics,
             )
             _final_events(session, job.id, "succeeded", f"Saved model {model_id}", model_id=model_id)
+
+    try:
+        retry_on_outage(services, f"job {job.id}: saving model {model_id}", write)
     except BaseException:
         remove_tree(path.parent)
         raise
     log.info("job %s: saved model %s", job.id, model_id)
     return model_id
+
+
+def _saved_already(session: Any, job_id: str, model_id: str) -> bool:
+    job = repo.get_job(session, job_id=job_id)
+    return job is not None and job.status == "succeeded" and job.model_id == model_id
 
 
 def _model_data(job: Job, result: TrainResult, split: Split, removed: int) -> dict[str, Any]:
@@ -310,26 +382,34 @@ def finish(
     """End a job ``claim`` holds as ``failed`` or ``cancelled``; None when the claim was lost."""
     line = line or f"Failed: {error}"
     log.info("job %s: %s", job_id, line)
-    with services.db.session() as session:
-        if not repo.set_job_status(
-            session, job_id=job_id, expected=["running"], status=status, held_by=claim,
-            finished_at=repo.now(), phase="done", error=error,
-        ):
-            return None
-        _final_events(session, job_id, status, line, error=error)
-    return status
+
+    def write() -> str | None:
+        with services.db.session() as session:
+            if not repo.set_job_status(
+                session, job_id=job_id, expected=["running"], status=status, held_by=claim,
+                finished_at=repo.now(), phase="done", error=error,
+            ):
+                return None
+            _final_events(session, job_id, status, line, error=error)
+        return status
+
+    return retry_on_outage(services, f"job {job_id}: ending it {status}", write)
 
 
 def release(services: Services, job_id: str, claim: str | None, line: str, *, died: bool = False) -> bool:
     """Put a running job back to ``queued``. A graceful stop (``died=False``) does not use up an attempt."""
-    with services.db.session() as session:
-        released = repo.set_job_status(
-            session, job_id=job_id, expected=["running"], status="queued", held_by=claim,
-            phase="queued", done=0, total=0, epoch=None, worker_id=None, heartbeat_at=None,
-            **({} if died else {"attempts": Job.attempts - 1}),
-        )
-        if released:
-            repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
-    return released
+
+    def write() -> bool:
+        with services.db.session() as session:
+            released = repo.set_job_status(
+                session, job_id=job_id, expected=["running"], status="queued", held_by=claim,
+                phase="queued", done=0, total=0, epoch=None, worker_id=None, heartbeat_at=None,
+                **({} if died else {"attempts": Job.attempts - 1}),
+            )
+            if released:
+                repo.add_event(session, job_id=job_id, kind="log", data={"line": line})
+        return released
+
+    return retry_on_outage(services, f"job {job_id}: putting it back in the queue", write)
 
 

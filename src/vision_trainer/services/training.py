@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,6 +42,9 @@ class TrainingOptions(BaseModel):
     )
     early_stopping: bool = Field(
         False, description="Stop when the validation fold's loss stops improving (3 epochs) and keep the best epoch."
+    )
+    class_weighting: Literal["none", "balanced"] = Field(
+        "none", description="balanced: every class weighs the same in the loss, however many photos it has."
     )
 
 
@@ -98,6 +101,7 @@ def submit_dataset_training(
         "name": options.name,
         "augment_views": services.settings.augment_views if options.augment_views is None else options.augment_views,
         "early_stopping": options.early_stopping,
+        "class_weighting": options.class_weighting,
         "skip_invalid": False,
         "skipped_files": [],
         **(extra_params or {}),
