@@ -58,15 +58,25 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = self.dir / "redis.log"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
+        self.binary = binary
         import redis
 
         self.client = redis.Redis.from_url(self.url)
+        self.start()
+
+    def start(self) -> None:
+        """Start the server, or start it again after ``kill()`` on the same port (empty: nothing is saved)."""
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--logfile", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
         _wait(self.client.ping, "redis-server", self.log)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as when it crashes."""
+        self.process.kill()
+        self.process.wait(30)
 
     def flush(self) -> None:
         self.client.flushall()

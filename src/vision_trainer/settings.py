@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="Longest a job may train; the Redis visibility timeout is set above it so the broker "
         "never hands a running job to a second worker.",
     )
+    database_retry_s: float = Field(
+        300, ge=0, le=86_400,
+        description="How long a running job keeps retrying (with backoff) while the database cannot be reached, "
+        "before it gives up; meanwhile the API answers 503 database_unavailable.",
+    )
     default_backbone: Literal["resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = Field(
         "resnet18",
         description="Backbone used when a request names none; falls back to efficientnet_lite0 "

@@ -23,6 +23,7 @@ from ..services.errors import (
     ServiceError,
     TooManyRequests,
     Unavailable,
+    is_database_outage,
 )
 
 log = logging.getLogger(__name__)
@@ -106,13 +107,6 @@ async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
     # Nobody will read this answer; the upload's temporary files are already gone with the form.
     log.info("client disconnected during the request")
     return error_response(400, "the client disconnected before the request was complete", "client_disconnected")
-
-
-def is_database_outage(exc: BaseException) -> bool:
-    """The database cannot be reached or dropped the connection (as opposed to a bug in a query)."""
-    return isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)) or (
-        isinstance(exc, sa.DBAPIError) and exc.connection_invalidated
-    )
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

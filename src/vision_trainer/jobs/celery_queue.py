@@ -23,6 +23,7 @@ from ..services.recovery import sweep_stale_jobs, waiting_jobs_without_images
 from ..services.runner import run_training_job, worker_name
 from ..settings import Settings
 from .redis_events import RedisEventPublisher, RedisEventSubscriber
+from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -57,38 +58,13 @@ def publish(app: Celery, job_id: str) -> None:
     app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE_NAME)
 
 
-class Sweeper:
-    """Every ``VT_SWEEP_INTERVAL_S``: re-queue jobs whose heartbeat went stale and hand them to ``enqueue``."""
-
-    def __init__(self, services: Services, enqueue: Callable[[str], None]) -> None:
-        self.services, self.enqueue = services, enqueue
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vt-sweep", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.services.settings.sweep_interval_s):
-            try:
-                for job_id in sweep_stale_jobs(self.services):
-                    self.enqueue(job_id)
-            except Exception:  # database or broker away for a moment: sweep again later
-                log.warning("sweep for stale jobs failed", exc_info=True)
-
-
 class CeleryJobQueue:
     """The API side: publishes job ids; sweeps for jobs whose worker died; hears of workers' job events."""
 
     def __init__(self, services: Services, app: Celery | None = None) -> None:
         self.services = services
         self.app = app or make_celery(services.settings)
-        self._sweeper = Sweeper(services, self.enqueue)
+        self._sweeper = Sweeper(services, self.enqueue, sweep_stale_jobs)
         self._subscriber: RedisEventSubscriber | None = None
 
     def start(self) -> None:
@@ -168,7 +144,7 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
             publish(app, job_id)
         return status
 
-    sweeper = Sweeper(services, lambda job_id: publish(app, job_id))
+    sweeper = Sweeper(services, lambda job_id: publish(app, job_id), sweep_stale_jobs)
     # Tell the API processes when this worker commits job events, so their streams read them at once.
     notifications = RedisEventPublisher(settings.broker_url)
     notifications.start()

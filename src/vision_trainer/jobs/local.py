@@ -7,8 +7,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..services.context import Services
-from ..services.recovery import requeue_interrupted
+from ..services.recovery import recover_dead_jobs, requeue_interrupted
 from ..services.runner import run_training_job
+from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,16 @@ class LocalJobQueue:
         self.services = services
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="vt-job")
         self._closed = threading.Event()
+        # A second server on the same data dir may die while this one runs: its jobs are taken over here.
+        self._sweeper = Sweeper(services, self.enqueue, recover_dead_jobs)
 
     def start(self) -> None:
-        """Re-queue what a previous process left queued or running, oldest first."""
+        """Re-queue what a dead process left running, and run every queued job, oldest first (a job a
+        live process trains, e.g. a second server on the same data dir, is left to it)."""
         for job_id in requeue_interrupted(self.services):
             log.info("resuming job %s left over from a previous run", job_id)
             self.enqueue(job_id)
+        self._sweeper.start()
 
     def enqueue(self, job_id: str) -> None:
         self._executor.submit(self._run, job_id)
@@ -48,4 +53,5 @@ class LocalJobQueue:
     def shutdown(self) -> None:
         """Stop taking jobs; a job still training goes back to the queue and resumes at the next start."""
         self._closed.set()
+        self._sweeper.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)

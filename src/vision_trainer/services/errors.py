@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import exc as sa
+
 
 class ServiceError(Exception):
     """``detail`` says what was wrong and how to fix it; ``code`` is a stable snake_case name."""
@@ -56,3 +58,11 @@ class PayloadTooLarge(ServiceError):
     """A file or request over a configured size (HTTP 413)."""
 
     code = "file_too_large"
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The database cannot be reached or dropped the connection (as opposed to a bug in a query): worth
+    answering 503 and worth retrying."""
+    return isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)) or (
+        isinstance(exc, sa.DBAPIError) and exc.connection_invalidated
+    )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from datetime import timedelta
+from pathlib import Path
 
 from ..store import repository as repo
 from ..store.tables import Job
@@ -57,13 +60,68 @@ def waiting_jobs_without_images(services: Services) -> list[str]:
     return [job_id for job_id in waiting if not services.files.job_dir(job_id).is_dir()]
 
 
-def requeue_interrupted(services: Services) -> list[str]:
-    """At the local runner's start: jobs a dead process left ``running`` go back to ``queued`` (or
-    fail after ``max_attempts``); return every queued job id, oldest first."""
+def claim_holder(claim: str | None) -> tuple[str, int] | None:
+    """``(host, pid)`` of a claim ``host:pid#claim``, or None when it names none."""
+    holder = (claim or "").split("#", 1)[0]
+    host, _, pid = holder.rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    try:  # a killed process its parent has not reaped yet is no holder either
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _why_dead(job: Job, *, at_start: bool) -> str | None:
+    """Why the holder of a running job with a fresh heartbeat is known dead anyway, or None while it may
+    live: only a process on this host can be looked at."""
+    holder = claim_holder(job.worker_id)
+    if holder is None:
+        return "it was held by no worker"
+    host, pid = holder
+    if host != socket.gethostname():
+        return None
+    if pid == os.getpid():  # at start, a claim with our pid is an earlier process's (pids are reused)
+        return "the server stopped while this job ran" if at_start else None
+    if not _process_alive(pid):
+        return f"the server stopped while this job ran (process {pid} has ended)"
+    return None
+
+
+def recover_dead_jobs(services: Services, *, at_start: bool = False) -> list[str]:
+    """The local runner's recovery: re-queue (or end) running jobs whose holder is dead, that is whose
+    heartbeat is older than ``VT_HEARTBEAT_TIMEOUT_S`` or whose process on this host has ended. A job
+    that another live process (a second server on the same data dir) trains is left alone.
+
+    Returns:
+        The ids put back to ``queued``.
+    """
+    requeued = sweep_stale_jobs(services)
     with services.db.session() as session:
         running = repo.jobs_with_status(session, statuses=["running"])
     for job in running:
-        _recover(services, job, "the server stopped while this job ran")
+        why = _why_dead(job, at_start=at_start)
+        if why is None:
+            continue
+        if _recover(services, job, why):
+            log.warning("job %s re-queued: %s", job.id, why)
+            requeued.append(job.id)
+    return requeued
+
+
+def requeue_interrupted(services: Services) -> list[str]:
+    """At the local runner's start: jobs whose holder died go back to ``queued`` (or fail after
+    ``max_attempts``); jobs live processes are training are left to them. Returns every queued job id,
+    oldest first."""
+    recover_dead_jobs(services, at_start=True)
     with services.db.session() as session:
         return [job.id for job in repo.jobs_with_status(session, statuses=["queued"])]
 
