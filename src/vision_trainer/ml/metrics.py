@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,3 +92,63 @@ def fit_temperature(logits: np.ndarray, y_true: Sequence[int]) -> float:
     best = min(grid, key=nll)
     fine = np.exp(np.linspace(np.log(best) - 0.06, np.log(best) + 0.06, 25))
     return round(float(min(fine, key=nll)), 4)
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion such as an accuracy of ``correct`` out of ``total``.
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible for small ``total`` and
+    for accuracies near 0 or 1 (a perfect score on 10 photos gives about (0.72, 1.0), not (1.0, 1.0)).
+
+    Args:
+        correct: Successes, 0 <= correct <= total.
+        total: Trials; 0 gives the uninformative (0.0, 1.0).
+        z: Standard-normal quantile of the confidence level (1.96 for 95 %).
+
+    Returns:
+        ``(low, high)``.
+
+    Raises:
+        ValueError: ``correct`` is outside [0, total].
+    """
+    if not 0 <= correct <= total:
+        raise ValueError(f"correct must be between 0 and total ({total}), got {correct}")
+    if total == 0:
+        return 0.0, 1.0
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_test(a_correct: Sequence[bool], b_correct: Sequence[bool], exact_below: int = 25) -> dict[str, float]:
+    """McNemar's paired test: do two models, judged on the same photos, differ in accuracy?
+
+    Only the discordant photos count: ``b`` = A right and B wrong, ``c`` = A wrong and B right.
+    With fewer than ``exact_below`` discordant photos the exact two-sided binomial test is used
+    (``statistic`` is then ``min(b, c)``); otherwise the chi-square test with continuity correction,
+    ``(|b - c| - 1)^2 / (b + c)`` on one degree of freedom.
+
+    Args:
+        a_correct: Per photo, whether model A was right.
+        b_correct: Per photo, whether model B was right (same photos, same order).
+        exact_below: Discordant count under which the exact test is used.
+
+    Returns:
+        ``{"b", "c", "statistic", "p_value"}``; no discordant photo gives p_value 1.0.
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    if len(a_correct) != len(b_correct):
+        raise ValueError(f"both models must be judged on the same photos: got {len(a_correct)} and {len(b_correct)}")
+    a, b_ = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    b, c = int((a & ~b_).sum()), int((~a & b_).sum())
+    n = b + c
+    if n < exact_below:
+        k = min(b, c)
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+        return {"b": b, "c": c, "statistic": float(k), "p_value": min(1.0, 2 * tail)}
+    statistic = (abs(b - c) - 1) ** 2 / n
+    return {"b": b, "c": c, "statistic": statistic, "p_value": math.erfc(math.sqrt(statistic / 2))}
