@@ -17,6 +17,7 @@ from .data import LabelledImage, Normalizer, Split, augment_view, plain_view, va
 from .errors import InvalidDatasetError, TrainingCancelled
 from .features import CachedExtraction, FeatureCache, ViewSet
 from .crossval import cross_validate
+from .selection import select_backbone
 from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax, wilson_interval
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, state_dict_hash
 
@@ -173,6 +174,39 @@ def train_classifier(
 
 
 Features = tuple[torch.Tensor, torch.Tensor]
+
+
+def auto_backbone(
+    specs: Sequence[BackboneSpec], split: Split, class_names: Sequence[str], config: TrainConfig,
+    hooks: TrainingHooks = TrainingHooks(), cache: FeatureCache | None = None,
+) -> tuple[BackboneSpec, list[dict[str, object]], str]:
+    """``backbone=auto``: the candidate whose plain-view features of the training photos (never the test
+    split) classify them best out of fold; their features land in the cache, so training on the chosen
+    one computes only its augmented views.
+
+    Returns:
+        The chosen backbone, ``[{backbone, cv_accuracy, cv_std, seconds}]`` and the reason, for the log.
+    """
+    def extract(spec: BackboneSpec, backbone: nn.Module, items: Sequence[LabelledImage]) -> Features:
+        fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), config.runtime)
+        extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
+        prep = spec.preprocessing()
+        views = ViewSet(plain_view(prep), augment_view(prep), 0, config.seed)
+        total, done = extraction.missing(items, views), 0
+
+        def on_batch(n: int) -> None:
+            nonlocal done
+            done += n
+            hooks.progress("extracting", done, total, None)
+
+        extraction.on_batch = on_batch
+        return extraction.features(items, views)
+
+    chosen, candidates, why = select_backbone(
+        specs, split.train, len(class_names), extract, epochs=config.epochs, lr=config.lr,
+        momentum=config.momentum, batch_size=config.batch_size, seed=config.seed,
+    )
+    return chosen, [c.row() for c in candidates], why
 
 
 def _extraction(

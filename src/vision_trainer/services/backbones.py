@@ -11,6 +11,9 @@ from ..settings import Settings
 from .errors import InvalidRequest
 
 FALLBACK_BACKBONE = "efficientnet_lite0"
+AUTO = "auto"
+# backbone=auto compares these, cheapest first (ties go to the faster); those without weights are left out.
+AUTO_CANDIDATES = ("efficientnet_lite0", "resnet18", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ def choose_backbone(settings: Settings, requested: str | None) -> BackboneChoice
         InvalidRequest: unknown name (``unknown_backbone``) or weights missing (``weights_unavailable``).
     """
     allow = settings.download_weights
+    if requested == AUTO:
+        names = auto_candidates(settings)
+        return BackboneChoice(resolve_backbone(names[0]), AUTO,
+                              f"Backbone: auto, chosen among {', '.join(names)} by cross-validated accuracy on the "
+                              "training photos")
     if requested:
         try:
             spec = resolve_backbone(requested)
@@ -52,6 +60,12 @@ def choose_backbone(settings: Settings, requested: str | None) -> BackboneChoice
         f"Backbone: {fallback.name} (ImageNet weights), because {default.name}'s pretrained weights "
         f"are not available ({default.weights_help})",
     )
+
+
+def auto_candidates(settings: Settings) -> list[str]:
+    """The backbones ``auto`` compares: the registered ones whose weights are here, cheapest first."""
+    names = [n for n in AUTO_CANDIDATES if n in list_backbones()]
+    return [n for n in names if weights_available(resolve_backbone(n), allow_download=settings.download_weights)]
 
 
 def backbone_overview(settings: Settings) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from ..ml.backbones import resolve_backbone
 from ..ml.checkpoint import build_head_checkpoint, save_checkpoint
 from ..ml.data import LabelledImage, Split, drop_duplicates, stable_split
 from ..ml.errors import MLError, TrainingCancelled
-from ..ml.training import TrainConfig, TrainingHooks, TrainResult, train_classifier
+from ..ml.training import TrainConfig, TrainingHooks, TrainResult, auto_backbone, train_classifier
 from ..store import repository as repo
 from ..store.files import remove_tree
 from ..store.tables import Job
+from .backbones import AUTO, auto_candidates
 from .context import Services
 from .errors import is_database_outage
 
@@ -248,7 +249,6 @@ def _items(services: Services, job: Job, reporter: _JobReporter) -> list[Labelle
 
 def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim: str, started: float) -> str:
     params = job.params
-    spec = resolve_backbone(params["backbone"])
     unique, removed = drop_duplicates(_items(services, job, reporter))
     removed += params.get("duplicates_removed", 0)
     if removed:
@@ -267,7 +267,17 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
         num_workers=services.settings.num_workers,
         allow_download=services.settings.download_weights,
     )
+    selection = None
+    if params["backbone"] == AUTO:
+        specs = [resolve_backbone(name) for name in auto_candidates(services.settings)]
+        spec, selection, why = auto_backbone(specs, split, job.class_names, config, reporter.hooks(),
+                                             cache=services.features)
+        reporter.log(why)
+        job.params = params = {**params, "backbone": spec.name, "backbone_requested": AUTO}
+    spec = resolve_backbone(params["backbone"])
     result = train_classifier(spec, split, job.class_names, config, reporter.hooks(), cache=services.features)
+    if selection is not None:
+        result.metrics["backbone_selection"] = selection
     reporter.progress("saving", 0, 1, params["epochs"])
     if reporter.should_stop():
         raise TrainingCancelled()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..store import repository as repo
-from .backbones import choose_backbone
+from .backbones import AUTO, choose_backbone
 from .context import Services
 from .datasets import AddImages, ImageGroup, Snapshot, create_dataset, delete_dataset, training_snapshot
 from .datasets import add_images as add_dataset_images
@@ -33,7 +33,11 @@ class TrainingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(5, ge=1, le=200, description="Training epochs of the new head.")
-    backbone: str | None = Field(None, max_length=64, description="A backbone of GET /; default: see GET /.")
+    backbone: str | None = Field(
+        None, max_length=64,
+        description="A backbone of GET /, or auto: the one whose features classify the training photos best "
+        "out of fold; default: see GET /.",
+    )
     test_split: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of each class held out for testing.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the split, augmentation and head init.")
     name: str | None = Field(None, max_length=200, description="Name of the resulting model.")
@@ -93,7 +97,7 @@ def submit_dataset_training(
     _check_queue_room(services)
     params = {
         "epochs": options.epochs,
-        "backbone": choice.spec.name,
+        "backbone": AUTO if choice.requested == AUTO else choice.spec.name,
         "backbone_requested": choice.requested,
         "backbone_note": choice.note,
         "test_split": options.test_split,
