@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -195,6 +196,24 @@ def add_images(services: Services, dataset_id: str, request: AddImages) -> dict[
             raise InvalidRequest("none of the files is a usable image", code="invalid_image",
                                  errors=batch.errors + batch.skipped or None)
         return _commit(services, dataset_id, batch)
+
+
+@contextmanager
+def staged_photos(services: Services, request: AddImages) -> Iterator[list[_Staged]]:
+    """Check and stage labelled photos in a private folder for a use that does not keep them (comparing
+    models); the folder goes when the block ends. Raises as ``add_images``."""
+    groups = [ImageGroup(check_label(g.label, field=_label_field(g.field)) if g.label is not None else None,
+                         g.uploads, g.field) for g in request.groups]
+    folder = services.files.inside("tmp")
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".compare-", dir=folder))
+    try:
+        batch = _stage(services, groups, request.archive, staging)
+        if batch.errors and not request.skip_invalid:
+            refuse_bad_files(batch.errors)
+        yield batch.staged
+    finally:
+        remove_tree(staging)
 
 
 def _label_field(files_field: str) -> str:

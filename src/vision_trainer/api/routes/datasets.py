@@ -99,7 +99,7 @@ async def delete_dataset(dataset_id: str, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-def _groups(form: FormData) -> list[ImageGroup]:
+def image_groups(form: FormData) -> list[ImageGroup]:
     groups: list[ImageGroup] = []
     if any(key[:5] in ("label", "files") and key[5:].isdigit() for key in form.keys()):
         labels, files = parse_classes(form)
@@ -133,7 +133,7 @@ async def add_images(dataset_id: str, request: Request, services: ServicesDep, s
         skip = str(form.get("skip_invalid") or "false").strip().lower()
         if skip not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise InvalidRequest(f"skip_invalid must be true or false, got {skip!r}", code="invalid_parameter")
-        add = AddImages(groups=_groups(form), archive=parse_archive(form),
+        add = AddImages(groups=image_groups(form), archive=parse_archive(form),
                         skip_invalid=skip in ("true", "1", "yes", "on"))
         return await run_in_threadpool(datasets.add_images, services, dataset_id, add)
 
