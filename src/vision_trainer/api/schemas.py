@@ -267,3 +267,54 @@ class ImagesChanged(BaseModel):
     version: int
     updated: int | None = None
     deleted: int | None = None
+
+
+class SuspectLabel(BaseModel):
+    image_id: str
+    filename: str
+    label: str | None
+    suggested_label: str | None
+    confidence: float = Field(description="How sure heads that never saw this photo are of the suggested label.")
+
+
+class NearDuplicates(BaseModel):
+    image_ids: list[str]
+    filenames: list[str]
+    labels: list[str | None]
+    similarity: float
+    kind: Literal["same_class", "cross_class", "cross_split"] = Field(
+        description="cross_class: two labels for one photo (one is wrong); cross_split: would leak between train "
+        "and test (training keeps the group on one side); same_class: a copy."
+    )
+
+
+class OutlierPhoto(BaseModel):
+    image_id: str
+    filename: str
+    label: str | None
+    score: float = Field(description="How far the photo is from every class, in robust standard deviations.")
+
+
+class LabelSuggestion(BaseModel):
+    image_id: str
+    filename: str
+    suggested_label: str | None
+    confidence: float
+
+
+class InsightsPublic(BaseModel):
+    dataset_version: int = Field(description="The version analyzed.")
+    current_version: int
+    stale: bool = Field(description="The dataset changed since: analyze again.")
+    analyzed_at: str | None
+    job_id: str
+    backbone: str
+    image_count: int
+    seconds: float
+    suspect_labels: list[SuspectLabel]
+    near_duplicates: list[NearDuplicates]
+    outliers: list[OutlierPhoto]
+    class_balance: dict[str, Any]
+    suggestions: list[LabelSuggestion]
+    cv_accuracy: dict[str, Any] | None
+    warnings: list[str]

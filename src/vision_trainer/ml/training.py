@@ -176,6 +176,26 @@ def train_classifier(
 Features = tuple[torch.Tensor, torch.Tensor]
 
 
+def plain_features(
+    spec: BackboneSpec, backbone: nn.Module, items: Sequence[LabelledImage], config: TrainConfig,
+    hooks: TrainingHooks = TrainingHooks(), cache: FeatureCache | None = None,
+) -> Features:
+    """Plain-view (resize + centre crop) features of ``items`` through the cache: ``([N, F], [N] labels)``."""
+    fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), config.runtime)
+    extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
+    prep = spec.preprocessing()
+    views = ViewSet(plain_view(prep), augment_view(prep), 0, config.seed)
+    total, done = extraction.missing(items, views), 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        hooks.progress("extracting", done, total, None)
+
+    extraction.on_batch = on_batch
+    return extraction.features(items, views)
+
+
 def auto_backbone(
     specs: Sequence[BackboneSpec], split: Split, class_names: Sequence[str], config: TrainConfig,
     hooks: TrainingHooks = TrainingHooks(), cache: FeatureCache | None = None,
@@ -188,19 +208,7 @@ def auto_backbone(
         The chosen backbone, ``[{backbone, cv_accuracy, cv_std, seconds}]`` and the reason, for the log.
     """
     def extract(spec: BackboneSpec, backbone: nn.Module, items: Sequence[LabelledImage]) -> Features:
-        fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), config.runtime)
-        extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
-        prep = spec.preprocessing()
-        views = ViewSet(plain_view(prep), augment_view(prep), 0, config.seed)
-        total, done = extraction.missing(items, views), 0
-
-        def on_batch(n: int) -> None:
-            nonlocal done
-            done += n
-            hooks.progress("extracting", done, total, None)
-
-        extraction.on_batch = on_batch
-        return extraction.features(items, views)
+        return plain_features(spec, backbone, items, config, hooks, cache)
 
     chosen, candidates, why = select_backbone(
         specs, split.train, len(class_names), extract, epochs=config.epochs, lr=config.lr,

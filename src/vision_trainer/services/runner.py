@@ -17,11 +17,13 @@ from ..ml.checkpoint import build_head_checkpoint, save_checkpoint
 from ..ml.data import LabelledImage, Split, drop_duplicates, stable_split
 from ..ml.errors import MLError, TrainingCancelled
 from ..ml.training import TrainConfig, TrainingHooks, TrainResult, auto_backbone, train_classifier
+from ..store import datasets as datasets_repo
 from ..store import repository as repo
 from ..store.files import remove_tree
 from ..store.tables import Job
 from .backbones import AUTO, auto_candidates
 from .context import Services
+from .insights import run_analysis
 from .errors import is_database_outage
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,8 @@ def run_training_job(
                              + (f"; and {len(skipped) - 20} more" if len(skipped) > 20 else ""))
             if job.attempts > 1:
                 reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
+            if job.kind == "analyze":
+                return _analyze_and_store(services, job, reporter, claim, started)
             return _train_and_store(services, job, reporter, claim, started)
         except JobInterrupted:
             release(services, job_id, claim, "Interrupted: the server is stopping; the job will run again")
@@ -253,7 +257,8 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
     removed += params.get("duplicates_removed", 0)
     if removed:
         reporter.log(f"Dropped {removed} exact duplicate image(s)")
-    split = stable_split(unique, test_fraction=params["test_split"], seed=params["seed"])
+    split = _keep_copies_together(services, job, stable_split(unique, test_fraction=params["test_split"],
+                                                              seed=params["seed"]), reporter)
     if job.dataset_id is not None:
         reporter.log(f"Dataset {job.dataset_id} version {job.dataset_version}")
     reporter.log(f"Split: {len(split.train)} train / {len(split.test)} test images")
@@ -282,6 +287,36 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
     if reporter.should_stop():
         raise TrainingCancelled()
     _save_model(services, job, result, claim=claim, started=started, removed=removed, split=split)
+    return "succeeded"
+
+
+def _keep_copies_together(services: Services, job: Job, split: Split, reporter: _JobReporter) -> Split:
+    """Near-duplicates found by the dataset's last analysis stay on one side: a test photo with a copy in
+    the training photos trains too, so the test accuracy is not flattered by photos seen in training."""
+    if job.dataset_id is None:
+        return split
+    with services.db.session() as session:
+        dataset = datasets_repo.get_dataset(session, dataset_id=job.dataset_id)
+        groups = (dataset.insights or {}).get("near_duplicates", []) if dataset is not None else []
+    train_ids = {item.path.stem for item in split.train}
+    moved = {image_id for group in groups if set(group["image_ids"]) & train_ids for image_id in group["image_ids"]}
+    leaving = [item for item in split.test if item.path.stem in moved]
+    if not leaving or len(leaving) == len(split.test):
+        return split
+    reporter.log(f"{len(leaving)} test photo(s) have a near-duplicate among the training photos: they train too")
+    return Split(train=[*split.train, *leaving], test=[item for item in split.test if item.path.stem not in moved])
+
+
+def _analyze_and_store(services: Services, job: Job, reporter: _JobReporter, claim: str, started: float) -> str:
+    """An analysis job: the insights go onto the dataset; the job ends with their summary as metrics."""
+    summary = run_analysis(services, job, reporter.hooks())
+    with services.db.session() as session:
+        if not repo.set_job_status(
+            session, job_id=job.id, expected=["running"], status="succeeded", held_by=claim, finished_at=repo.now(),
+            phase="done", done=Job.total, metrics=summary, duration_s=time.monotonic() - started,
+        ):
+            raise JobLost(job.id)
+        _final_events(session, job.id, "succeeded", f"Insights saved: GET /datasets/{job.dataset_id}/insights")
     return "succeeded"
 
 

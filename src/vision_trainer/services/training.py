@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..store import repository as repo
 from .backbones import AUTO, choose_backbone
 from .context import Services
-from .datasets import AddImages, ImageGroup, Snapshot, create_dataset, delete_dataset, training_snapshot
+from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, training_snapshot
 from .datasets import add_images as add_dataset_images
 from .errors import InvalidRequest, TooManyRequests, Unavailable
 from .queue import JobQueue
@@ -110,15 +110,20 @@ def submit_dataset_training(
         "skipped_files": [],
         **(extra_params or {}),
     }
-    return _queue_job(services, queue, snapshot, params)
+    return queue_job(services, queue, dataset_id=snapshot.dataset_id, version=snapshot.version,
+                     class_names=snapshot.class_names, inputs=snapshot.inputs, params=params)
 
 
-def _queue_job(services: Services, queue: JobQueue, snapshot: Snapshot, params: dict[str, Any]) -> dict[str, Any]:
+def queue_job(
+    services: Services, queue: JobQueue, *, dataset_id: str, version: int, class_names: list[str],
+    inputs: list[dict[str, Any]], params: dict[str, Any], kind: str = "train",
+) -> dict[str, Any]:
+    """Commit a queued job on a dataset's snapshot, then hand its id to the queue (the job is taken back
+    if the queue cannot be reached: 503 ``queue_unavailable``). Returns the job view."""
     job_id = uuid.uuid4().hex
     with services.db.session() as session:
-        job = repo.create_job(session, job_id=job_id, params=params, class_names=snapshot.class_names,
-                              inputs=snapshot.inputs, dataset_id=snapshot.dataset_id,
-                              dataset_version=snapshot.version)
+        job = repo.create_job(session, job_id=job_id, params=params, class_names=class_names, inputs=inputs,
+                              dataset_id=dataset_id, dataset_version=version, kind=kind)
         view = job_view(job, [])
     try:
         queue.enqueue(job_id)

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from ...services import datasets, training
+from ...services import datasets, insights, training
 from ...services.datasets import AddImages, ImageGroup
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
@@ -28,6 +28,7 @@ from ..schemas import (
     ImagesChanged,
     ImagesDelete,
     ImagesRelabel,
+    InsightsPublic,
     JobAccepted,
     JobFinished,
     TrainOptions,
@@ -194,3 +195,29 @@ async def train_dataset(dataset_id: str, request: Request, services: ServicesDep
         training.TrainingOptions(**options.model_dump(exclude={"wait", "skip_invalid"})),
     )
     return await job_answer(services, job, wait=options.wait)
+
+
+@router.post(
+    "/{dataset_id}/analyze", status_code=202, response_model=JobAccepted,
+    responses={200: {"model": JobFinished, "description": "With wait=true: the ended job."}, **ERROR_RESPONSES},
+    summary="Look for wrong labels, near-duplicates, outliers and imbalance; suggest labels",
+)
+async def analyze_dataset(dataset_id: str, request: Request, services: ServicesDep, queue: QueueDep) -> Any:
+    """A job like training (form field `wait`); its result is `GET /datasets/{id}/insights`. Features are
+    the cached plain views (efficientnet_lite0), so a dataset that has trained analyzes in about a second."""
+    async with request.form() as form:
+        check_field_names(form.keys(), allowed=("wait",))
+        wait = str(form.get("wait") or "false").strip().lower()
+        if wait not in ("true", "false", "1", "0"):
+            raise InvalidRequest(f"wait must be true or false, got {wait!r}", code="invalid_parameter")
+    job = await run_in_threadpool(insights.submit_analysis, services, queue, dataset_id)
+    return await job_answer(services, job, wait=wait in ("true", "1"))
+
+
+@router.get("/{dataset_id}/insights", response_model=InsightsPublic, responses=ERROR_RESPONSES,
+            summary="The latest insights of a dataset")
+async def dataset_insights(dataset_id: str, services: ServicesDep) -> Any:
+    """`suspect_labels` (most suspect first), `near_duplicates` (`kind`: `cross_class`, `cross_split`,
+    `same_class`), `outliers`, `class_balance`, `suggestions` for unlabelled photos (least certain first),
+    `warnings`; `stale` when the dataset changed since. 404 `no_insights` before the first analysis."""
+    return await run_in_threadpool(insights.get_insights, services, dataset_id)

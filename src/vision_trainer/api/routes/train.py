@@ -106,6 +106,10 @@ def parse_options(form: FormData) -> TrainOptions:
 
 
 def _final_message(job: dict[str, Any]) -> str:
+    if job["status"] == "succeeded" and job.get("kind") == "analyze":
+        found = job["metrics"]
+        return (f"Analysis finished: {found['suspects']} suspect label(s), {found['near_duplicates']} near-duplicate "
+                f"group(s), {found['outliers']} outlier(s); GET /datasets/{job['dataset_id']}/insights")
     if job["status"] == "succeeded":
         return f"Training succeeded: test accuracy {job['metrics']['test_accuracy']:.4f}"
     if job["status"] == "failed":
@@ -158,7 +162,8 @@ async def job_answer(services: Services, job: dict[str, Any], *, wait: bool) -> 
     if not wait:
         return JSONResponse(
             {
-                "message": f"Training job queued; follow it at /jobs/{job_id}",
+                "message": f"{'Analysis' if job.get('kind') == 'analyze' else 'Training'} job queued; follow it at "
+                f"/jobs/{job_id}",
                 "job_id": job_id,
                 "status": job["status"],
                 "status_url": f"/jobs/{job_id}",
