@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import math
 
+import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
+from vision_trainer.ml.errors import InvalidDatasetError
+from vision_trainer.ml.insights import (
+    analyze,
+    class_balance,
+    cross_validated_accuracy,
+    duplicate_kind,
+    image_fingerprint,
+    near_duplicate_groups,
+    out_of_fold,
+    outlier_scores,
+    outliers,
+    suspect_labels,
+)
+from vision_trainer.ml.linear_probe import stratified_folds
 from vision_trainer.ml.metrics import mcnemar_test, wilson_interval
 
 
@@ -50,3 +67,142 @@ def test_mcnemar_identical_models_and_mismatched_lengths() -> None:
     assert mcnemar_test([True, False], [True, False])["p_value"] == 1.0
     with pytest.raises(ValueError, match="same photos"):
         mcnemar_test([True], [True, False])
+
+
+# --- insights on synthetic features -----------------------------------------------------------------
+
+
+def clusters(per_class: int = 60, classes: int = 3, dims: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative, pooled-feature-like vectors: one cluster per class, each photo its own noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(1.0, 1.0, size=(classes, dims))
+    labels = np.repeat(np.arange(classes), per_class)
+    features = np.abs(centres[labels] + rng.normal(0, 0.9, size=(len(labels), dims)))
+    return features.astype(np.float32), labels
+
+
+def flip(labels: np.ndarray, fraction: float, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(labels), round(fraction * len(labels)), replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    return noisy, flipped
+
+
+def test_flipped_labels_lead_the_suspect_list() -> None:
+    features, labels = clusters()
+    noisy, flipped = flip(labels, 0.1, 3)
+    result = out_of_fold(features, noisy, 3)
+    ranked = suspect_labels(result.probabilities(), noisy, min_confidence=0.0)
+    top = {s.index for s in ranked[: 2 * len(flipped)]}
+    assert len(top & set(flipped.tolist())) >= 0.8 * len(flipped)
+    listed = suspect_labels(result.probabilities(), noisy)
+    assert listed and sum(s.index in set(flipped.tolist()) for s in listed) >= 0.8 * len(listed)
+    for s in listed:
+        assert s.label == noisy[s.index] and s.suggested_label == labels[s.index]
+    given = [result.probabilities()[s.index, s.label] for s in listed]
+    assert given == sorted(given) and all(p <= 0.2 for p in given)  # the most contradicted first
+    assert all(s.confidence >= 0.5 for s in listed)
+
+
+def test_out_of_fold_heads_never_see_their_photos() -> None:
+    """Random labels: fitted in-sample they would be learnt, out of fold they stay at chance."""
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(200, 256)).astype(np.float32)
+    labels = rng.integers(0, 2, 200)
+    cv = cross_validated_accuracy(features, labels, 5)
+    assert len(cv.folds) == 5 and 0.3 < cv.mean < 0.7
+    separable, clean = clusters(per_class=40)
+    assert cross_validated_accuracy(separable, clean).mean > 0.95
+
+
+def test_folds_are_stratified() -> None:
+    folds = stratified_folds(np.array([0] * 20 + [1] * 10), 5, seed=0)
+    for k in range(5):
+        assert (folds[:20] == k).sum() == 4 and (folds[20:] == k).sum() == 2
+
+
+def test_cross_validation_needs_two_classes() -> None:
+    with pytest.raises(InvalidDatasetError, match="two classes"):
+        out_of_fold(np.zeros((10, 4), dtype=np.float32), np.zeros(10, dtype=np.int64), 2)
+
+
+def test_resized_copies_are_grouped_and_look_alikes_are_not() -> None:
+    features, _ = clusters()
+    rng = np.random.default_rng(2)
+    originals = [3, 70, 130]
+    copies = features[originals] * rng.normal(1.0, 0.03, size=(3, features.shape[1])).astype(np.float32)
+    everything = np.concatenate([features, copies])
+    groups = near_duplicate_groups(everything)
+    assert sorted(g.members for g in groups) == [(3, 180), (70, 181), (130, 182)]
+    assert all(0.9 <= g.similarity <= 1.0 for g in groups)
+
+
+def test_fingerprints_confirm_duplicates_on_the_pixels() -> None:
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(4))
+    other = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(4))
+    buffer = io.BytesIO()
+    photo.resize((144, 108)).save(buffer, "JPEG", quality=72)
+    copy = Image.open(buffer)
+    prints = np.stack([image_fingerprint(p) for p in (photo, copy, other)])
+    assert float(prints[0] @ prints[1]) > 0.95 and float(prints[0] @ prints[2]) < 0.75
+    # Three photos whose features a backbone finds identical: only the pixel-confirmed pair stays.
+    features = np.tile(np.linspace(1, 2, 32, dtype=np.float32), (3, 1)) + np.array([[0.0], [0.001], [0.002]])
+    features = np.concatenate([features, np.random.default_rng(4).gamma(1.0, size=(20, 32)).astype(np.float32)])
+    fingerprints = np.concatenate([prints, np.eye(20, prints.shape[1], dtype=np.float32)])
+    assert [g.members for g in near_duplicate_groups(features, fingerprints=fingerprints)] == [(0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("labels", "in_test", "kind"),
+    [([0, 1], [False, False], "cross_class"), ([0, 0], [False, True], "cross_split"),
+     ([0, 0, None], [False, False, False], "same_class"), ([1, -1], [True, False], "cross_split")],
+)
+def test_duplicate_kind(labels: list[int | None], in_test: list[bool], kind: str) -> None:
+    assert duplicate_kind(labels, in_test) == kind
+
+
+def test_foreign_photos_top_the_outliers_and_clean_data_gives_a_short_list() -> None:
+    features, labels = clusters(per_class=80)
+    rng = np.random.default_rng(5)
+    foreign = np.abs(rng.gamma(1.0, 1.0, size=(1, features.shape[1])) * 1.5 + rng.normal(0, 0.9, (4, features.shape[1])))
+    everything = np.concatenate([features, foreign.astype(np.float32)])
+    noisy_labels = np.concatenate([labels, [0, 1, 2, -1]])
+    found = outliers(outlier_scores(everything, noisy_labels))
+    assert {o.index for o in found[:4]} == {240, 241, 242, 243}
+    assert len(found) <= 0.05 * len(everything)
+    assert len(outliers(outlier_scores(features, labels))) <= 0.05 * len(features)
+
+
+def test_class_balance_warns_about_small_and_uneven_classes() -> None:
+    balance = class_balance({"ants": 40, "bees": 15, "wasps": 45})
+    assert balance.counts == {"ants": 40, "bees": 15, "wasps": 45}
+    codes = {w.code: w for w in balance.warnings}
+    assert codes["imbalanced"].classes == ("bees", "wasps")
+    assert codes["few_photos"].classes == ("bees",) and "20" in codes["few_photos"].message
+    assert class_balance({"a": 30, "b": 25}).warnings == ()
+
+
+def test_analyze_maps_every_list_back_to_the_given_rows() -> None:
+    features, labels = clusters()
+    noisy, flipped = flip(labels, 0.1, 3, seed=6)
+    unlabelled = np.array([5, 65, 125, 126])
+    noisy[unlabelled] = -1
+    found = analyze(features, noisy, 3)
+    assert found.cv_accuracy is not None and found.cv_accuracy.mean > 0.7
+    assert 0.05 <= found.temperature <= 20
+    assert {s.index for s in found.suggestions} == set(unlabelled.tolist())
+    assert all(s.suggested_label == labels[s.index] for s in found.suggestions)
+    assert [s.confidence for s in found.suggestions] == sorted(s.confidence for s in found.suggestions)
+    suspects = {s.index for s in found.suspects}
+    assert suspects and not suspects & set(unlabelled.tolist())
+    assert len(suspects & set(flipped.tolist())) >= 0.8 * len(suspects)
+
+
+def test_analyze_with_a_single_labelled_class_still_finds_duplicates() -> None:
+    features, _ = clusters(per_class=20)
+    labels = np.array([0] * 30 + [-1] * 30)
+    found = analyze(np.concatenate([features, features[:1] * 1.001]), np.append(labels, 0), 2)
+    assert found.suspects == [] and found.suggestions == [] and found.cv_accuracy is None
+    assert [g.members for g in found.duplicates] == [(0, 60)]
