@@ -1,16 +1,16 @@
 """Out-of-fold heads: every training image is predicted by a head that never trained on it.
 
-The folds are over images (all views of an image stay in one fold) and are fixed by content: an
-image's fold follows from a seeded hash of its content hash, so the same photos give the same folds
-whatever order they come in. The heads train exactly as the final head does (SGD, same epochs,
-learning rate, momentum, batch size and class weights), so the out-of-fold logits describe the final
-head on unseen photos: the temperature is fitted on them, and their per-fold accuracy is
-``metrics.cv_accuracy``.
+The folds are over images (all views of an image stay in one fold), stratified by class and fixed by
+content, so the same photos give the same folds whatever order they come in. The heads train as the
+final head does (SGD, same epochs, learning rate, momentum, batch size and class weights), all k of
+them at once as one batched layer in which head k never sees fold k, so cross-validation costs about
+one more head's training, not k. Their out-of-fold logits describe the final head on unseen photos:
+the temperature is fitted on them, and their per-fold accuracy is ``metrics.cv_accuracy``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import LabelledImage
+from .data import LabelledImage, content_score
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,15 +46,18 @@ class CrossValidation:
 
 
 def assign_folds(items: Sequence[LabelledImage], folds: int, seed: int) -> np.ndarray:
-    """A fold index per image, stratified by class and fixed by content (not by order)."""
+    """A fold index per image: within each class, images in content-score order are dealt round-robin
+    (continuing where the previous class stopped, so fold sizes differ by at most one)."""
     assignment = np.zeros(len(items), dtype=np.int64)
     by_class: dict[int, list[int]] = {}
     for index, item in enumerate(items):
         by_class.setdefault(item.label, []).append(index)
-    for members in by_class.values():
-        ranked = sorted(members, key=lambda i: hashlib.sha256(f"{seed}:{items[i].sha256}".encode()).hexdigest())
-        for position, index in enumerate(ranked):
-            assignment[index] = position % folds
+    offset = 0
+    for label in sorted(by_class):
+        members = sorted(by_class[label], key=lambda i: content_score(items[i].sha256, seed=seed, purpose="fold"))
+        for rank, index in enumerate(members):
+            assignment[index] = (rank + offset) % folds
+        offset += len(members)
     return assignment
 
 
@@ -90,46 +93,42 @@ def cross_validate(
     if k < 2:
         return None
     assignment = assign_folds(items, k, seed)
-    row_fold = np.repeat(assignment, views)
-    plain_rows = np.arange(len(items)) * views
-    logits = np.zeros((len(items), num_classes))
-    accuracies = []
-    for fold in range(k):
-        train_rows = torch.from_numpy(np.flatnonzero(row_fold != fold)).to(x.device)
-        head = _train_head(x[train_rows], labels[train_rows], num_classes, epochs=epochs, lr=lr, momentum=momentum,
-                           batch_size=batch_size, seed=seed, class_weights=class_weights)
-        held = np.flatnonzero(assignment == fold)
-        with torch.inference_mode():
-            fold_logits = head(x[torch.from_numpy(plain_rows[held]).to(x.device)]).cpu().double().numpy()
-        logits[held] = fold_logits
-        accuracies.append(float((fold_logits.argmax(1) == np.asarray(image_labels)[held]).mean()))
+    weight, bias = _fit_heads(x, labels, torch.from_numpy(np.repeat(assignment, views)).to(x.device), k,
+                              num_classes, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed,
+                              class_weights=class_weights)
+    with torch.inference_mode():
+        plain = x[::views]
+        own = torch.from_numpy(assignment).to(x.device)
+        logits = (torch.einsum("bf,bcf->bc", plain, weight[own]) + bias[own]).cpu().double().numpy()
+    truth = np.asarray(image_labels)
+    correct = logits.argmax(1) == truth
+    accuracies = [float(correct[assignment == fold].mean()) for fold in range(k)]
     return CrossValidation(logits=logits, labels=image_labels, folds=assignment, fold_accuracies=accuracies)
 
 
-def _train_head(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    *,
-    epochs: int,
-    lr: float,
-    momentum: float,
-    batch_size: int,
-    seed: int,
-    class_weights: torch.Tensor | None,
-) -> nn.Linear:
-    torch.manual_seed(seed)
-    head = nn.Linear(x.shape[1], num_classes).to(x.device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum)
-    criterion = nn.CrossEntropyLoss(weight=class_weights)
+def _fit_heads(
+    x: torch.Tensor, y: torch.Tensor, row_fold: torch.Tensor, k: int, num_classes: int, *, epochs: int, lr: float,
+    momentum: float, batch_size: int, seed: int, class_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` linear heads ``[k, C, F]``, ``[k, C]`` trained at once; head j's loss leaves out fold j's rows."""
     generator = torch.Generator().manual_seed(seed)
-    head.train()
+    bound = 1 / math.sqrt(x.shape[1])  # nn.Linear's default initialisation
+    weight = nn.Parameter(((torch.rand(k, num_classes, x.shape[1], generator=generator) * 2 - 1) * bound).to(x.device))
+    bias = nn.Parameter(((torch.rand(k, num_classes, generator=generator) * 2 - 1) * bound).to(x.device))
+    optimizer = torch.optim.SGD([weight, bias], lr=lr, momentum=momentum)
+    heads = torch.arange(k, device=x.device).view(k, 1)
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=generator).to(x.device)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            loss = criterion(head(x[index]), y[index])
+            logits = torch.einsum("bf,kcf->kbc", x[index], weight) + bias[:, None, :]
+            losses = nn.functional.cross_entropy(logits.reshape(-1, num_classes), y[index].repeat(k),
+                                                 reduction="none").view(k, -1)
+            keep = (row_fold[index].view(1, -1) != heads).float()
+            if class_weights is not None:  # as CrossEntropyLoss(weight=...): a weighted mean
+                keep = keep * class_weights[y[index]].view(1, -1)
+            loss = ((losses * keep).sum(1) / keep.sum(1).clamp(min=1e-12)).sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return head.eval()
+    return weight.detach(), bias.detach()
