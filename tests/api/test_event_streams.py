@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from vision_trainer.api import streams
 from vision_trainer.api.app import create_app
 from vision_trainer.services.events import JobEventHub
 from vision_trainer.settings import Settings
@@ -292,6 +293,29 @@ def test_a_stuck_client_is_dropped_without_holding_up_the_job_or_other_clients(l
     assert not opened[0].closed  # the stuck connection is still open, but nothing waits for it
     stuck.close()
     wait_until(lambda: hub.open_streams == 0, "the stuck client's stream closed")
+
+
+def test_a_client_that_stopped_reading_is_closed_and_frees_its_slot(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "STUCK_CLIENT_S", 1.0)  # read by the watchdog as it starts
+    app = create_app(settings)
+    server, thread, url = run_server(app)
+    try:
+        live = LiveServer(app, url, httpx.Client(base_url=url, timeout=60))
+        job_id = live.fake_job()
+        stuck = stuck_client(url, job_id)
+        wait_until(lambda: live.hub.open_streams == 1, "the stuck client's stream opened")
+        padding = "x" * 8000
+        for n in range(300):  # 2.4 MB: the server's writes to this client block
+            live.write_events(job_id, [("log", {"line": f"{n} {padding}"})])
+        wait_until(lambda: live.hub.open_streams == 0, "the stuck stream was closed", timeout=60)
+        assert live.hub.channels == {}
+        stuck.close()
+        live.client.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def test_a_stuck_client_does_not_delay_a_real_job(live_server: LiveServer, colour_images) -> None:

@@ -52,10 +52,10 @@ class LiveEvent:
     id: int
     kind: str
     final: bool
-    payload: Any
+    payload: bytes
 
 
-Encoder = Callable[[int, str, dict[str, Any]], Any]
+Encoder = Callable[[int, str, dict[str, Any]], bytes]
 
 
 def _live(row: JobEvent, encode: Encoder) -> LiveEvent:
@@ -110,23 +110,34 @@ class Subscription:
         self.closed = False
         self._channel: _Channel | None = None
 
-    async def events(self) -> AsyncIterator[LiveEvent]:
-        """The replay, then live events; ends after the final status, or once a dropped subscriber
-        has handed out what it holds."""
-        for item in self.replay:
-            yield item
-            if item.final:
-                return
+    async def batches(self) -> AsyncIterator[list[LiveEvent]]:
+        """The replay in one batch, then live events as they come, each batch holding what arrived
+        together (one write to the client instead of one per event). Ends after the final status, or
+        once a dropped subscriber has handed out what it holds."""
+        replay = self.replay
+        final = next((n for n, item in enumerate(replay) if item.final), None)
+        if replay:
+            yield replay if final is None else replay[: final + 1]
+        if final is not None:
+            return
         while not (self.ended and self.queue.empty()):
-            item = await self.queue.get()
-            if item is None:
+            batch, done = self._take(await self.queue.get())
+            while not done and not self.queue.empty():
+                more, done = self._take(self.queue.get_nowait())
+                batch += more
+            if batch:
+                yield batch
+            if done:
                 return
-            if item.id <= self.last:  # already in the replay
-                continue
-            self.last = item.id
-            yield item
-            if item.final:
-                return
+
+    def _take(self, item: LiveEvent | None) -> tuple[list[LiveEvent], bool]:
+        """``item`` unless the replay had it; and whether the stream is over."""
+        if item is None:
+            return [], True
+        if item.id <= self.last:  # already in the replay
+            return [], False
+        self.last = item.id
+        return [item], item.final
 
     def offer(self, item: LiveEvent) -> bool:
         """Queue a live event without waiting; False when the queue is full."""

@@ -64,4 +64,4 @@ async def job_events(job_id: str, request: Request) -> EventSourceResponse:
     after = int(last) if last.isdigit() else 0
     live: LiveUpdates = request.app.state.live
     # Joins the job's one shared subscription and reads the replay; 404 before streaming starts.
-    return EventStreamResponse(await live.events.open(job_id, after))
+    return EventStreamResponse(await live.events.open(job_id, after), live)
