@@ -18,8 +18,11 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """Dependency of every protected router; does nothing when no keys are configured."""
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """Dependency of every protected router; does nothing when no keys are configured.
+
+    ``async`` although it never waits: a plain function would run in the thread pool, one thread hop
+    per request, and a crowd opening event streams at once made those hops fight over the GIL."""
     keys = settings.api_key_list
     if not keys:
         return
