@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         2048, gt=0, le=10_485_760,
         description="Bound of the feature cache (<data dir>/features), in MiB; least recently used entries go first.",
     )
+    max_data_mb: float | None = Field(
+        None, gt=0, le=1_073_741_824,
+        description="Bound of the stored data (images, models, feature cache, exported backbones, database: the "
+        "total of GET /storage), in MiB; over it new uploads are refused with 507 storage_full. Default: no limit.",
+    )
     max_archive_entries: int = Field(
         20_000, ge=1, le=1_000_000, description="Most entries (files, folders, links) in one uploaded archive."
     )
@@ -155,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def max_data_bytes(self) -> int | None:
+        return None if self.max_data_mb is None else int(self.max_data_mb * 1024 * 1024)
 
     @property
     def resolved_cache_dir(self) -> Path:

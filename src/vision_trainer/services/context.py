@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..ml.runtime import RuntimeOptions, resolve_runtime
 from ..settings import Settings
@@ -10,6 +10,7 @@ from ..store.db import Database
 from ..store.feature_cache import FeatureFileCache
 from ..store.files import DataDir
 from .prediction import PredictorCache
+from .storage import UsageCache
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     predictors: PredictorCache
     runtime: RuntimeOptions
     features: FeatureFileCache
+    usage: UsageCache = field(default_factory=UsageCache)  # GET /storage's last measurement
 
     @property
     def device(self) -> str:
