@@ -24,6 +24,7 @@ from ..store.tables import Dataset, DatasetImage
 from .archives import ArchiveLimits, open_archive
 from .context import Services
 from .errors import Conflict, InsufficientStorage, InvalidRequest, NotFound
+from .storage import check_room, forget_usage, upload_bytes
 from .uploads import FileTooLarge, StagedImage, Upload, UploadLimits, check_label, refusal, refuse_bad_files, stage_image
 from .views import iso
 
@@ -48,6 +49,7 @@ class AddImages:
     groups: Sequence[ImageGroup] = ()
     archive: Upload | None = None
     skip_invalid: bool = False
+    declared_bytes: int | None = None  # the request's size (Content-Length); None: the uploads' own sizes
 
 
 @dataclass
@@ -163,6 +165,7 @@ def delete_dataset(services: Services, dataset_id: str) -> None:
                            code="dataset_busy")
         repo.delete_dataset(session, dataset_id=dataset_id)
     remove_tree(services.files.dataset_dir(dataset_id))
+    forget_usage(services)
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -179,7 +182,8 @@ def add_images(services: Services, dataset_id: str, request: AddImages) -> dict[
 
     Raises:
         NotFound, InvalidRequest (bad labels, unusable files, bad archives), PayloadTooLarge (archive
-        bombs), InsufficientStorage (disk full). A failed add leaves the dataset as it was.
+        bombs), InsufficientStorage (disk full, or over VT_MAX_DATA_MB before anything is stored). A failed
+        add leaves the dataset as it was.
     """
     groups = [ImageGroup(check_label(g.label, field=_label_field(g.field)) if g.label is not None else None,
                          g.uploads, g.field) for g in request.groups]
@@ -188,6 +192,8 @@ def add_images(services: Services, dataset_id: str, request: AddImages) -> dict[
     if not any(g.uploads for g in groups) and request.archive is None:
         raise InvalidRequest("no photos sent: send files (with label for one class), label1..N with files1..N, "
                              "or an archive of class folders", code="no_images")
+    check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads],
+                                       request.archive))
     with _staging(services, dataset_id) as staging:
         batch = _stage(services, groups, request.archive, staging)
         if batch.errors and not request.skip_invalid:
@@ -195,7 +201,15 @@ def add_images(services: Services, dataset_id: str, request: AddImages) -> dict[
         if not batch.staged:
             raise InvalidRequest("none of the files is a usable image", code="invalid_image",
                                  errors=batch.errors + batch.skipped or None)
-        return _commit(services, dataset_id, batch)
+        try:
+            return _commit(services, dataset_id, batch)
+        finally:
+            forget_usage(services)
+
+
+def incoming_size(declared_bytes: int | None, uploads: Sequence[Upload], archive: Upload | None) -> int:
+    """An upload's size for the VT_MAX_DATA_MB check: the request's declared size, else its files' sizes."""
+    return declared_bytes if declared_bytes is not None else upload_bytes([*uploads, archive])
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from ..store.files import remove_tree
 from .context import Services
 from .errors import Conflict, NotFound
 from .queue import JobQueue
+from .storage import forget_usage
 from .views import job_view
 
 FINAL_STATUSES = repo.FINAL_STATUSES
@@ -85,3 +86,4 @@ def delete_job(services: Services, job_id: str) -> None:
             raise Conflict(f"job {job_id} is {job.status}; cancel it first", code="job_active")
         repo.delete_job(session, job_id=job_id)
     remove_tree(services.files.job_dir(job_id))
+    forget_usage(services)

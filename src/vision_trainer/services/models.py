@@ -20,6 +20,7 @@ from ..store.files import remove_tree
 from ..store.tables import Model
 from .context import Services
 from .errors import InvalidRequest, NotFound, Unavailable
+from .storage import check_room, forget_usage
 from .uploads import check_labels
 from .views import model_summary, model_view
 
@@ -61,6 +62,7 @@ def delete_model(services: Services, model_id: str) -> None:
         repo.delete_model(session, model_id=model_id)
     services.predictors.drop(model_id)
     remove_tree(services.files.model_dir(model_id))
+    forget_usage(services)
 
 
 def set_default_model(services: Services, model_id: str) -> dict[str, Any]:
@@ -182,7 +184,9 @@ def import_model(
 
     Raises:
         InvalidRequest: unreadable, malicious or mismatched checkpoints, bad class names, unknown backbone.
+        InsufficientStorage: the stored data is, or with this file would be, over VT_MAX_DATA_MB.
     """
+    _check_import_room(services, path)
     try:
         checkpoint = load_checkpoint(path, label=repr(filename or "the file"))
         spec = resolve_backbone(backbone or checkpoint.get("backbone") or "resnet18")
@@ -218,3 +222,12 @@ def import_model(
     except BaseException:
         remove_tree(path.parent)
         raise
+    finally:
+        forget_usage(services)
+
+
+def _check_import_room(services: Services, path: Path) -> None:
+    """A file the API streamed into the data dir was checked by its declared size before it came (and
+    now counts in the total); a file from elsewhere adds its size."""
+    inside = services.files.root in path.resolve().parents
+    check_room(services, 0 if inside else path.stat().st_size)

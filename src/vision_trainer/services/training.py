@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..store import repository as repo
 from .backbones import AUTO, choose_backbone
 from .context import Services
-from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, training_snapshot
+from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, incoming_size, training_snapshot
 from .datasets import add_images as add_dataset_images
 from .errors import InvalidRequest, TooManyRequests, Unavailable
 from .queue import JobQueue
+from .storage import check_room
 from .uploads import Upload, check_labels
 from .views import job_view
 
@@ -74,6 +75,7 @@ class TrainingRequest:
     options: TrainingOptions = field(default_factory=TrainingOptions)
     archive: Upload | None = None
     skip_invalid: bool = False
+    declared_bytes: int | None = None  # the request's size (Content-Length); None: the uploads' own sizes
 
 
 def submit_dataset_training(
@@ -154,17 +156,21 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
 
     Raises:
         InvalidRequest: bad labels, too few images, unusable files, unknown backbone, missing weights.
+        InsufficientStorage: the stored data is, or with this upload would be, over VT_MAX_DATA_MB.
     """
     settings = services.settings
     options = training_options(request.options.model_dump())
     groups = _class_groups(request, settings.max_classes)
     choose_backbone(settings, options.backbone)  # an unknown backbone is refused before anything is stored
     _check_queue_room(services)
+    check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads],
+                                       request.archive))
     name = options.name or (" vs ".join(g.label or "" for g in groups)[:200] if groups else "uploaded archive")
     dataset = create_dataset(services, name)
     try:
         added = add_dataset_images(services, dataset["dataset_id"],
-                                   AddImages(groups=groups, archive=request.archive, skip_invalid=request.skip_invalid))
+                                   AddImages(groups=groups, archive=request.archive, skip_invalid=request.skip_invalid,
+                                             declared_bytes=request.declared_bytes))
         skipped = added["errors"] + added["skipped"] if request.archive is not None else added["errors"]
         return submit_dataset_training(
             services, queue, dataset["dataset_id"], options,
