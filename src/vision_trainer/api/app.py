@@ -21,7 +21,7 @@ from .errors import install_error_handlers
 from .limits import RequestSizeLimit
 from .metrics import Metrics
 from .metrics import router as metrics_router
-from .routes import compare, datasets, jobs, models, predict, root, train
+from .routes import compare, datasets, jobs, models, predict, root, storage, train
 from .schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from .security import require_api_key
 from .streams import LiveUpdates
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(root.router)
     protected = [Depends(require_api_key)]
     for router in (train.router, datasets.router, jobs.router, compare.router, models.router, predict.router,
-                   metrics_router):
+                   storage.router, metrics_router):
         app.include_router(router, dependencies=protected, responses={**ERROR_RESPONSES, **AUTH_RESPONSES})
     # The web page: static files only (it talks to the API above), open like GET /; no outside assets.
     app.mount(UI_PATH, StaticFiles(directory=WEB_DIR, html=True), name="ui")

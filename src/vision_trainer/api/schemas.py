@@ -160,6 +160,18 @@ class BackboneInfo(BaseModel):
     input_size: int
 
 
+class StorageUsage(BaseModel):
+    images_bytes: int = Field(description="Datasets' photos and v1 jobs' uploads.")
+    models_bytes: int = Field(description="Stored models (heads, v1 and imported checkpoints, exports).")
+    feature_cache_bytes: int = Field(description="The feature cache (bounded by VT_FEATURE_CACHE_MB).")
+    backbones_bytes: int = Field(description="Exported ONNX backbones (VT_CACHE_DIR).")
+    database_bytes: int = Field(description="The SQLite files (with -wal), or PostgreSQL's pg_database_size.")
+    other_bytes: int = Field(description="Anything else in the data dir (files being assembled in tmp/).")
+    total_bytes: int = Field(description="The sum of the above; what VT_MAX_DATA_MB bounds.")
+    limit_bytes: int | None = Field(description="VT_MAX_DATA_MB in bytes; null: no limit.")
+    free_bytes: int = Field(description="Free space on the data dir's file system.")
+
+
 class ServiceInfo(BaseModel):
     message: str
     version: str
@@ -169,6 +181,9 @@ class ServiceInfo(BaseModel):
     default_backbone_note: str
     backbones: list[BackboneInfo]
     ui: str | None = Field(description="Path of the web page (/ui).")
+    storage: StorageUsage | None = Field(
+        description="Bytes the stored data takes (as GET /storage); null while the database cannot be reached."
+    )
 
 
 class HealthStatus(BaseModel):

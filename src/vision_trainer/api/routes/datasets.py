@@ -33,6 +33,7 @@ from ..schemas import (
     JobFinished,
     TrainOptions,
 )
+from .storage import check_upload_room
 from .train import ARCHIVE_PROP, job_answer, parse_archive, parse_classes
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -126,7 +127,8 @@ async def add_images(dataset_id: str, request: Request, services: ServicesDep, s
     """`label` + `files` (one class; no `label` = unlabelled photos), or `label1..N` + `files1..N`, and/or
     `archive` (zip, tar, tar.gz with one folder per class). All or nothing unless `skip_invalid=true`;
     exact duplicates of photos already in the dataset are listed in `duplicates`, not stored again.
-    The dataset's `version` goes up by one when anything was added."""
+    The dataset's `version` goes up by one when anything was added. 507 `storage_full` over VT_MAX_DATA_MB."""
+    declared = await check_upload_room(request, services)
     limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
               "max_part_size": settings.max_field_kb * 1024}
     async with request.form(**limits) as form:
@@ -135,7 +137,7 @@ async def add_images(dataset_id: str, request: Request, services: ServicesDep, s
         if skip not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise InvalidRequest(f"skip_invalid must be true or false, got {skip!r}", code="invalid_parameter")
         add = AddImages(groups=image_groups(form), archive=parse_archive(form),
-                        skip_invalid=skip in ("true", "1", "yes", "on"))
+                        skip_invalid=skip in ("true", "1", "yes", "on"), declared_bytes=declared)
         return await run_in_threadpool(datasets.add_images, services, dataset_id, add)
 
 

@@ -16,6 +16,7 @@ from ..cache import shared_answer
 from ..deps import LimitQuery, OffsetQuery, ServicesDep, SettingsDep
 from ..forms import FormLimits, StreamedForm, streamed_form
 from ..schemas import ERROR_RESPONSES, DefaultModelSet, ModelList, ModelPublic, ModelRename, ModelSummary
+from .storage import check_upload_room
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -80,7 +81,8 @@ async def import_model(request: Request, services: ServicesDep, settings: Settin
     in memory; over VT_MAX_FILE_MB it is refused with 413 `file_too_large` without reading the rest.
     Read with `weights_only=True`; a file that is not a checkpoint, or a pickle that carries code, is
     refused (422 `invalid_checkpoint`), as are weights that do not fit the backbone. Registered with
-    `metrics: null`."""
+    `metrics: null`. 507 `storage_full`, before the file is read, over VT_MAX_DATA_MB."""
+    await check_upload_room(request, services)
     limits = FormLimits(max_file_bytes=settings.max_file_bytes, max_field_bytes=settings.max_field_kb * 1024,
                         max_fields=settings.max_fields, max_files=len(IMPORT_FILE_FIELDS))
     async with streamed_form(request, text_fields=IMPORT_TEXT_FIELDS, file_fields=IMPORT_FILE_FIELDS,

@@ -6,9 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import SQLAlchemyError
 
 from ... import __version__
 from ...services.backbones import backbone_overview
+from ...services.context import Services
+from ...services.errors import is_database_outage
+from ...services.storage import storage_usage
 from ..deps import ServicesDep
 from ..errors import error_response
 from ..schemas import HealthStatus, ServiceInfo
@@ -19,8 +23,10 @@ router = APIRouter(tags=["service"])
 @router.get("/", response_model=ServiceInfo, summary="Service status")
 async def root(services: ServicesDep) -> Any:
     """The seed's `message`, plus version, device, backbone runtime (onnx or torch), the backbone a request without one gets (and why),
-    every backbone with whether its pretrained weights are available, and `ui`, the path of the web page."""
+    every backbone with whether its pretrained weights are available, `ui`, the path of the web page, and
+    `storage`, the bytes the stored data takes (as GET /storage; null while the database cannot be reached)."""
     overview = await run_in_threadpool(backbone_overview, services.settings)
+    usage = await run_in_threadpool(_usage_or_none, services)
     return {
         "message": "Vision Trainer API is running",
         "version": __version__,
@@ -28,7 +34,18 @@ async def root(services: ServicesDep) -> Any:
         "runtime": services.runtime.kind,
         **overview,
         "ui": "/ui",
+        "storage": usage,
     }
+
+
+def _usage_or_none(services: Services) -> dict[str, Any] | None:
+    """GET / answers during a database outage too, without the storage figures."""
+    try:
+        return storage_usage(services)
+    except SQLAlchemyError as exc:
+        if not is_database_outage(exc):
+            raise
+        return None
 
 
 @router.get("/health/live", response_model=HealthStatus, summary="The process answers")

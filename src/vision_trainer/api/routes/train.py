@@ -20,6 +20,7 @@ from ...services.uploads import Upload
 from ...services.context import Services
 from ..deps import QueueDep, ServicesDep, SettingsDep
 from ..forms import check_train_fields
+from .storage import check_upload_room
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
 
 router = APIRouter(tags=["training"])
@@ -134,6 +135,7 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
     ended (any final status): 200 with the job object plus `message`. Unusable files are listed in a 422
     `errors` list, unless `skip_invalid=true`; 429 `queue_full` when VT_MAX_QUEUED_JOBS jobs wait.
     """
+    declared = await check_upload_room(request, services)
     limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
               "max_part_size": settings.max_field_kb * 1024}
     async with request.form(**limits) as form:
@@ -151,6 +153,7 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
                 options=training.TrainingOptions(**options.model_dump(exclude={"wait", "skip_invalid"})),
                 archive=archive,
                 skip_invalid=options.skip_invalid,
+                declared_bytes=declared,
             ),
         )
     return await job_answer(services, job, wait=options.wait)
