@@ -3,9 +3,11 @@
 // Talks only to the JSON API (see api.js); no build step, no outside assets.
 
 import { ApiError, blobUrl, download, followEvents, getJson, onKeyNeeded, post, postForm, remove, sendJson } from "./api.js";
+import { ciText, cvText, forgetModel, modelDetail, roughWarning } from "./accuracy.js";
 import { drawChart, parseEpochLine } from "./chart.js";
+import { compareModels, initCompare, setCompareDatasets, setCompareModels } from "./compare.js";
 import { copyBackbones, initDatasets, loadDatasets, openDataset } from "./datasets.js";
-import { $, describe, make, onDrop, percent, setError, show } from "./ui.js";
+import { $, describe, fillConfusion, make, onDrop, percent, setError, show } from "./ui.js";
 
 const PHASES = {
   queued: "Waiting for a free worker",
@@ -267,7 +269,9 @@ async function showResult(modelId) {
   const model = await getJson(`/models/${modelId}`);
   const metrics = model.metrics || {};
   $("#test-accuracy").textContent = percent(metrics.test_accuracy);
+  $("#test-accuracy-ci").textContent = metrics.test_accuracy_ci ? `(${ciText(metrics.test_accuracy_ci)})` : "";
   $("#result-note").textContent = `on ${metrics.test_count ?? "?"} test photos never used for training · ${model.backbone}`;
+  showUncertainty(metrics);
   if (model.history?.length) drawChart($("#chart-svg"), model.history, model.history.length);
   await showDatasetOf(model);
 
@@ -287,28 +291,7 @@ async function showResult(modelId) {
     }
   }
 
-  const names = model.class_names;
-  const matrix = metrics.confusion_matrix || [];
-  const confusion = $("#confusion");
-  confusion.replaceChildren();
-  const top = confusion.createTHead().insertRow();
-  top.append(Object.assign(document.createElement("th"), { textContent: "true \\ predicted" }));
-  names.forEach((n) => top.append(Object.assign(document.createElement("th"), { scope: "col", textContent: n })));
-  const cells = confusion.createTBody();
-  matrix.forEach((counts, i) => {
-    const tr = cells.insertRow();
-    tr.append(Object.assign(document.createElement("th"), { scope: "row", textContent: names[i] }));
-    const total = counts.reduce((a, b) => a + b, 0) || 1;
-    counts.forEach((count, j) => {
-      const cell = tr.insertCell();
-      cell.textContent = count;
-      const share = count / total;
-      cell.style.setProperty("--share", share.toFixed(3));
-      cell.className = i === j ? "hit" : "miss";
-      if (share > 0.55) cell.classList.add("dark");
-      cell.title = `${count} ${names[i]} photo(s) predicted as ${names[j]}`;
-    });
-  });
+  fillConfusion($("#confusion"), model.class_names, metrics.confusion_matrix || []);
 
   const wrong = metrics.misclassified || [];
   const thumbs = $("#misclassified");
@@ -325,6 +308,33 @@ async function showResult(modelId) {
   }
   show($("#result"));
   updateTryModel();
+}
+
+/** The "rough" warning, the cross-validated accuracy and how `auto` chose the backbone. */
+function showUncertainty(metrics) {
+  const rough = roughWarning(metrics);
+  $("#result-rough").textContent = rough;
+  show($("#result-rough"), Boolean(rough));
+  const cv = cvText(metrics.cv_accuracy);
+  $("#result-cv").textContent = cv ? `Cross-validated accuracy on the training photos: ${cv}.` : "";
+  show($("#result-cv"), Boolean(cv));
+  const selection = metrics.backbone_selection || [];
+  show($("#backbone-selection"), selection.length > 0);
+  const table = $("#backbone-selection table");
+  table.replaceChildren();
+  if (!selection.length) return;
+  table.createCaption().textContent = "backbone=auto compared the backbones by cross-validated accuracy on the training photos (never the test photos)";
+  const head = table.createTHead().insertRow();
+  for (const title of ["backbone", "cross-validated accuracy", "seconds"]) head.append(make("th", { scope: "col", textContent: title }));
+  const best = Math.max(...selection.map((s) => s.cv_accuracy));
+  const body = table.createTBody();
+  for (const row of selection) {
+    const tr = body.insertRow();
+    tr.append(make("th", { scope: "row", textContent: row.backbone }));
+    tr.insertCell().textContent = `${percent(row.cv_accuracy)}${row.cv_std !== undefined ? ` ± ${(row.cv_std * 100).toFixed(1)}` : ""}`;
+    tr.insertCell().textContent = row.seconds.toFixed(2);
+    if (row.cv_accuracy === best) tr.className = "best";
+  }
 }
 
 /** The dataset and version a model was trained on, with a link to open the dataset. */
@@ -417,6 +427,7 @@ async function loadModels() {
     ]);
     state.models = listing.items;
     renderModels(defaultId);
+    setCompareModels(state.models);
     updateTryModel();
   } catch (error) {
     setError($("#models-error"), describe(error));
@@ -442,11 +453,19 @@ function renderModels(defaultId) {
     const info = document.createElement("div");
     info.className = "model-info";
     const name = Object.assign(document.createElement("strong"), { textContent: model.name });
-    const meta = Object.assign(document.createElement("span"), {
-      className: "muted small",
-      textContent: `${percent(model.metrics?.test_accuracy)} test accuracy · ${new Date(model.created_at).toLocaleString()} · ${model.backbone}${trainedOn(model)}`,
-    });
-    info.append(name, meta);
+    const meta = make("span", { className: "muted small" });
+    const ci = make("span", { className: "ci" }, { "data-testid": "model-accuracy-ci" });
+    meta.append(make("span", { textContent: percent(model.metrics?.test_accuracy) }, { "data-testid": "model-accuracy" }), " ", ci,
+      ` test accuracy · ${new Date(model.created_at).toLocaleString()} · ${model.backbone}${trainedOn(model)}`);
+    const rough = make("span", { className: "rough-note small" }, { "data-testid": "model-rough", hidden: "" });
+    info.append(name, meta, rough);
+    modelDetail(model.model_id).then(({ metrics = {} }) => {
+      ci.textContent = metrics.test_accuracy_ci ? `(${ciText(metrics.test_accuracy_ci)})` : "";
+      const warning = roughWarning(metrics);
+      rough.textContent = warning ? `Rough figure: only ${metrics.test_count ?? "a few"} test photos` : "";
+      rough.title = warning;
+      rough.hidden = !warning;
+    }, () => {});
     if (model.model_id === defaultId) info.append(Object.assign(document.createElement("span"), { className: "badge", textContent: "default" }));
     const actions = document.createElement("div");
     actions.className = "model-actions";
@@ -480,6 +499,7 @@ function renderModels(defaultId) {
     button("Delete", async () => {
       if (!confirm(`Delete “${model.name}” and its files? This cannot be undone.`)) return;
       await remove(`/models/${model.model_id}`);
+      forgetModel(model.model_id);
       if (state.model === model.model_id) state.model = null;
       await loadModels();
     });
@@ -498,7 +518,8 @@ async function loadService() {
     const fallback = info.backbones.some((b) => !b.pretrained_available);
     $("#backbone-note").textContent = fallback ? info.default_backbone_note : "";
     const select = $("#backbone-input");
-    select.replaceChildren(...info.backbones.map((b) => {
+    const auto = make("option", { value: "auto", textContent: "auto (the best for these photos)" });
+    select.replaceChildren(auto, ...info.backbones.map((b) => {
       const option = Object.assign(document.createElement("option"), {
         value: b.name,
         textContent: b.pretrained_available ? b.name : `${b.name} (weights not available)`,
@@ -530,6 +551,7 @@ function init() {
   $("#snap-button").addEventListener("click", snapWebcam);
   $("#refresh-models").addEventListener("click", loadModels);
   onDrop($("#predict-drop"), (files) => files[0] && predict(files[0]));
+  initCompare();
   loadService();
   loadModels();
   initDatasets({
@@ -545,6 +567,11 @@ function init() {
     listed: (datasets) => {
       state.datasetNames = new Map(datasets.map((d) => [d.dataset_id, d.name]));
       if (state.models.length) renderModels(state.defaultId);
+      setCompareDatasets(datasets);
+    },
+    compare: async (modelIds, datasetId) => {
+      if (modelIds.some((id) => !state.models.some((m) => m.model_id === id))) await loadModels();
+      await compareModels(modelIds, datasetId);
     },
   });
 }

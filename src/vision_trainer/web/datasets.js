@@ -3,7 +3,9 @@
 // photos selected to relabel or delete, training on it, and its models side by side.
 
 import { blobUrl, getJson, postForm, remove, sendJson } from "./api.js";
+import { ciText, cvText, modelDetail, roughWarning } from "./accuracy.js";
 import { isArchive, unpack } from "./archive.js";
+import { initInsights, loadInsights } from "./insights.js";
 import { $, $$, describe, make, onDrop, percent, plural, setError, show } from "./ui.js";
 
 const PAGE_SIZE = 24;
@@ -11,7 +13,7 @@ const PHOTOS_OR_ARCHIVES = "image/*,.zip,.tar,.gz,.tgz";
 const SHOWN_MODELS = 6;
 
 // From the page: follow(jobId, epochs, target), cancel(), leave(home): the job view goes back to the
-// main form, showModel(modelId), listed(datasets).
+// main form, showModel(modelId), listed(datasets), compare(modelIds, datasetId).
 let hooks = null;
 const view = {
   root: null,
@@ -136,7 +138,7 @@ export async function openDataset(id) {
   history.replaceState(null, "", `#dataset=${id}`);
   show(view.root);
   renderDataset();
-  await Promise.all([loadPhotos(), loadDatasets()]);
+  await Promise.all([loadPhotos(), loadDatasets(), loadInsights()]);
   view.root.scrollIntoView({ block: "start" });
 }
 
@@ -157,7 +159,7 @@ async function refresh() {
     return;
   }
   renderDataset();
-  await Promise.all([loadPhotos(), loadDatasets()]);
+  await Promise.all([loadPhotos(), loadDatasets(), loadInsights()]);
 }
 
 function renderDataset() {
@@ -471,7 +473,11 @@ function modelCard(model, older, newest) {
   const accuracy = make("p", { className: "accuracy" });
   accuracy.append(make("span", { className: "big", textContent: percent(model.test_accuracy) }, { "data-testid": "dataset-model-accuracy" }),
     make("span", { className: "muted small", textContent: " test accuracy" }));
-  card.append(accuracy, make("span", { textContent: `dataset version ${model.dataset_version ?? "?"}` }, { "data-testid": "dataset-model-version" }));
+  const ci = make("span", { className: "muted small ci" }, { "data-testid": "dataset-model-ci" });
+  const rough = make("span", { className: "rough-note small" }, { "data-testid": "dataset-model-rough", hidden: "" });
+  card.append(accuracy, ci, rough,
+    make("span", { textContent: `dataset version ${model.dataset_version ?? "?"}` }, { "data-testid": "dataset-model-version" }));
+  modelDetail(model.model_id).then((detail) => describeAccuracy(detail.metrics || {}, ci, rough), () => {});
   if (older && model.test_accuracy != null && older.test_accuracy != null) {
     const points = (model.test_accuracy - older.test_accuracy) * 100;
     const sign = points > 0.05 ? "up" : points < -0.05 ? "down" : "same";
@@ -484,6 +490,16 @@ function modelCard(model, older, newest) {
   return card;
 }
 
+/** The interval, cross-validated accuracy and "rough" warning of a dataset model's card. */
+function describeAccuracy(metrics, ci, rough) {
+  const cv = cvText(metrics.cv_accuracy);
+  ci.textContent = [ciText(metrics.test_accuracy_ci), cv && `cross-validated ${cv}`].filter(Boolean).join(" · ");
+  const warning = roughWarning(metrics);
+  rough.textContent = warning ? `Rough figure: ${plural(metrics.test_count ?? 0, "test photo")}` : "";
+  rough.title = warning;
+  rough.hidden = !warning;
+}
+
 function renderModels() {
   const models = view.dataset.models || [];
   const note = part(".models-note");
@@ -494,6 +510,7 @@ function renderModels() {
   } else note.textContent = "Newest first; each model is tested on the photos of its own version.";
   const shown = models.slice(0, SHOWN_MODELS);
   part(".dataset-models").replaceChildren(...shown.map((model, i) => modelCard(model, models[i + 1], i === 0)));
+  show(part(".dataset-compare"), models.length >= 2);
 }
 
 // --- start -------------------------------------------------------------------------------------------
@@ -537,6 +554,11 @@ function buildView() {
   part(".delete-photos").addEventListener("click", deleteSelected);
   part(".dataset-train-form").addEventListener("submit", train);
   part(".dataset-cancel").addEventListener("click", () => hooks.cancel());
+  part(".dataset-compare").addEventListener("click", () => {
+    const ids = (view.dataset.models || []).slice(0, SHOWN_MODELS).map((m) => m.model_id);
+    hooks.compare(ids, view.dataset.dataset_id);
+  });
+  initInsights({ root: view.root, path: datasetPath, id: () => view.dataset?.dataset_id, refresh });
 }
 
 function openFromAddress() {

@@ -49,3 +49,26 @@ export function onDrop(zone, handle) {
 export function describe(error) {
   return error instanceof ApiError ? `${error.message} (${error.code})` : `Something went wrong: ${error.message}`;
 }
+
+/** A confusion matrix as a heatmap table: rows are the true classes, columns the predicted ones. */
+export function fillConfusion(table, names, matrix) {
+  table.replaceChildren();
+  const top = table.createTHead().insertRow();
+  top.append(make("th", { textContent: "true \\ predicted" }));
+  names.forEach((n) => top.append(make("th", { scope: "col", textContent: n })));
+  const cells = table.createTBody();
+  matrix.forEach((counts, i) => {
+    const tr = cells.insertRow();
+    tr.append(make("th", { scope: "row", textContent: names[i] }));
+    const total = counts.reduce((a, b) => a + b, 0) || 1;
+    counts.forEach((count, j) => {
+      const cell = tr.insertCell();
+      cell.textContent = count;
+      const share = count / total;
+      cell.style.setProperty("--share", share.toFixed(3));
+      cell.className = i === j ? "hit" : "miss";
+      if (share > 0.55) cell.classList.add("dark");
+      cell.title = `${count} ${names[i]} photo(s) predicted as ${names[j]}`;
+    });
+  });
+}
