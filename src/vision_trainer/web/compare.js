@@ -19,7 +19,7 @@ export function setCompareModels(models) {
   view.checked = new Set([...view.checked].filter((id) => known.has(id)));
   const list = $("#compare-models");
   if (!models.length) {
-    list.replaceChildren(make("li", { className: "muted", textContent: "No models yet: train two to compare them." }));
+    list.replaceChildren(make("li", { className: "muted", textContent: "Train two models to compare them here." }));
     return;
   }
   list.replaceChildren(...models.map((model) => {
