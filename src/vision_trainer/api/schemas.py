@@ -210,8 +210,10 @@ class DatasetRename(RequestBody):
 class DatasetModel(BaseModel):
     model_id: str
     name: str
+    backbone: str | None = None
     dataset_version: int | None
     test_accuracy: float | None
+    test_accuracy_ci: list[float] | None = None
     created_at: str | None
 
 

@@ -136,7 +136,9 @@ def get_dataset(services: Services, dataset_id: str) -> dict[str, Any]:
         view = _view(session, _require(session, dataset_id))
         view["models"] = [
             {"model_id": m.id, "name": m.name, "dataset_version": (m.data or {}).get("dataset_version"),
-             "test_accuracy": (m.metrics or {}).get("test_accuracy"), "created_at": iso(m.created_at)}
+             "test_accuracy": (m.metrics or {}).get("test_accuracy"),
+             "test_accuracy_ci": (m.metrics or {}).get("test_accuracy_ci"), "backbone": m.backbone,
+             "created_at": iso(m.created_at)}
             for m in repo.models_of(session, dataset_id=dataset_id)
         ]
         return view

@@ -41,6 +41,10 @@ def job_view(job: Job, log: list[str]) -> dict[str, Any]:
     }
 
 
+# What lists show of a model's metrics: the figure and how far to trust it.
+SUMMARY_METRICS = ("test_accuracy", "test_accuracy_ci", "test_count", "cv_accuracy", "warnings")
+
+
 def model_summary(model: Model) -> dict[str, Any]:
     metrics = model.metrics or {}
     return {
@@ -52,7 +56,7 @@ def model_summary(model: Model) -> dict[str, Any]:
         "created_at": iso(model.created_at),
         "dataset_id": model.dataset_id,
         "dataset_version": (model.data or {}).get("dataset_version"),
-        "metrics": {"test_accuracy": metrics.get("test_accuracy")},
+        "metrics": {key: metrics.get(key) for key in SUMMARY_METRICS},
     }
 
 
