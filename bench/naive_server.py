@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 
 from fastapi import FastAPI, File, UploadFile
-from PIL import Image
-
 from naive_seed import predict_like_the_seed
+from PIL import Image
 
 app = FastAPI()
 CHECKPOINT = Path(os.environ.get("NAIVE_CHECKPOINT", "trained_model.pth"))

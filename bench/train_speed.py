@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATASETS, class_folders, report  # noqa: E402
 from naive_seed import train_and_evaluate_model  # noqa: E402
 
+from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
 from vision_trainer.ml.backbones import create_backbone, freeze, resolve_backbone  # noqa: E402
 from vision_trainer.ml.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from vision_trainer.ml.data import LabelledImage, stratified_split  # noqa: E402
 from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor  # noqa: E402
-from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
 from vision_trainer.services import jobs, models, runner, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402

@@ -161,7 +161,7 @@ class _LazyFile(io.RawIOBase):
             return 0
         if self._file is None:
             self._file = self._path.open("rb")
-        count = self._file.readinto(buffer)
+        count = self._file.readinto(buffer)  # type: ignore[attr-defined]  # opened in binary mode: a BufferedReader
         if not count:
             self.close()
             self._on_done()

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
-from pathlib import Path
-
-import pytest
 
 from ..conftest import data_dir_files, image_bytes, photos
 

@@ -27,7 +27,7 @@ def test_cats_vs_dogs_beats_85_percent_on_val_photos(live_client, cats_dogs_job)
     assert cats_dogs_job["message"].startswith("Training succeeded")
     epochs = [line for line in cats_dogs_job["log"] if line.startswith("Epoch")]
     assert len(epochs) == 5
-    assert all(re.fullmatch(r"Epoch \d/5 Loss: \d\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}", l) for l in epochs)
+    assert all(re.fullmatch(r"Epoch \d/5 Loss: \d\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}", line) for line in epochs)
     val = {
         "cat": photos("cats_dogs", "val", "cats", count=20),
         "dog": photos("cats_dogs", "val", "dogs", count=20),

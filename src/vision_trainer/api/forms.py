@@ -285,7 +285,7 @@ async def streamed_form(
         charset = "latin-1"
     reader = _FormReader(text_fields, file_fields, file_dir, limits, charset)
     try:
-        parser = MultipartParser(params[b"boundary"], reader.callbacks())
+        parser = MultipartParser(params[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
         try:
             async for chunk in request.stream():
                 parser.write(chunk)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 

@@ -74,8 +74,7 @@ def open_image(
         image.draft("RGB", (draft_size, draft_size))
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(ImageOps.exif_transpose(image))
     except MemoryError:
         raise
     except Exception as exc:  # e.g. TypeError from a TIFF with rational-typed size tags

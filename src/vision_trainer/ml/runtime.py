@@ -69,7 +69,7 @@ class TorchExtractor:
     autocast (AMP) and non-blocking copies from pinned memory."""
 
     def __init__(self, module: nn.Module, device: str) -> None:
-        self.module = module.eval().to(device, memory_format=torch.channels_last)
+        self.module = module.eval().to(device).to(memory_format=torch.channels_last)
         self.device = device
         self.amp = device.startswith("cuda")
 

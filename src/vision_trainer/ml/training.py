@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from .backbones import BackboneSpec, create_backbone, freeze, pretrained_backbone
+from .crossval import cross_validate
 from .data import LabelledImage, Normalizer, Split, augment_view, plain_view, validation_fold
 from .errors import InvalidDatasetError, TrainingCancelled
 from .features import CachedExtraction, FeatureCache, ViewSet
-from .crossval import cross_validate
-from .selection import select_backbone
 from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax, wilson_interval
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, state_dict_hash
+from .selection import select_backbone
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def _after_commit(session: Session) -> None:
     if not wrote:
         return
     commit = Commit(job_ids=frozenset(jobs or ()), wrote=True)
-    for listener in list(_listeners.get(session.bind, ())):  # type: ignore[call-overload]
+    for listener in list(_listeners.get(session.bind, ())):  # type: ignore[arg-type]
         try:
             listener(commit)
         except Exception:  # a listener's failure must never fail the writer

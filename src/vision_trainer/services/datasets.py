@@ -25,7 +25,16 @@ from .archives import ArchiveLimits, open_archive
 from .context import Services
 from .errors import Conflict, InsufficientStorage, InvalidRequest, NotFound
 from .storage import check_room, forget_usage, upload_bytes
-from .uploads import FileTooLarge, StagedImage, Upload, UploadLimits, check_label, refusal, refuse_bad_files, stage_image
+from .uploads import (
+    FileTooLarge,
+    StagedImage,
+    Upload,
+    UploadLimits,
+    check_label,
+    refusal,
+    refuse_bad_files,
+    stage_image,
+)
 from .views import iso
 
 log = logging.getLogger(__name__)
@@ -326,7 +335,8 @@ def _commit(services: Services, dataset_id: str, batch: _Batch) -> dict[str, Any
             version = repo.bump_version(session, dataset, class_names) if rows else dataset.version
     except IntegrityError:
         _unlink(moved)
-        raise Conflict("the dataset changed while these photos were added; send them again", code="dataset_changed")
+        raise Conflict("the dataset changed while these photos were added; send them again",
+                       code="dataset_changed") from None
     except BaseException:
         _unlink(moved)
         raise

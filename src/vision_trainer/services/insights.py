@@ -130,7 +130,7 @@ def _view(job: Job, present: list[tuple[dict[str, Any], Any]], items: list[Label
                            "labels": [label(items[m].label) for m in members], "similarity": round(group.similarity, 4),
                            "kind": kind})
     order = {"cross_class": 0, "cross_split": 1, "same_class": 2}
-    duplicates.sort(key=lambda d: (order[d["kind"]], -d["similarity"]))
+    duplicates.sort(key=lambda d: (order[str(d["kind"])], -float(d["similarity"])))  # type: ignore[arg-type]
     return {
         "dataset_version": job.dataset_version,
         "analyzed_at": iso(repo.now()),

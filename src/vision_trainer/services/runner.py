@@ -23,8 +23,8 @@ from ..store.files import remove_tree
 from ..store.tables import Job
 from .backbones import AUTO, auto_candidates
 from .context import Services
-from .insights import run_analysis
 from .errors import is_database_outage
+from .insights import run_analysis
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from PIL import Image
 
@@ -107,7 +107,7 @@ class StagedImage:
     size: int
 
 
-def stage_image(stream: BinaryIO, filename: str, folder: Path, limits: UploadLimits) -> StagedImage:
+def stage_image(stream: IO[bytes], filename: str, folder: Path, limits: UploadLimits) -> StagedImage:
     """Copy one upload into ``folder`` under a generated name, hashing it, and check it decodes.
 
     Raises:
@@ -161,7 +161,7 @@ def refuse_bad_files(errors: list[dict[str, Any]]) -> None:
     )
 
 
-def _copy_hashing(stream: BinaryIO, path: Path, max_bytes: int) -> tuple[str, int]:
+def _copy_hashing(stream: IO[bytes], path: Path, max_bytes: int) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with path.open("wb") as out:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from .repository import rowcount
 from .tables import Dataset, DatasetImage, Job, Model, utcnow
 
 
@@ -108,14 +109,14 @@ def set_labels(session: Session, *, dataset_id: str, image_ids: Sequence[str], l
         .where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(list(image_ids)))
         .values(label=label)
     )
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 def delete_images(session: Session, *, dataset_id: str, image_ids: Sequence[str]) -> int:
     result = session.execute(
         delete(DatasetImage).where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(list(image_ids)))
     )
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 def active_jobs(session: Session, *, dataset_id: str) -> list[str]:

@@ -81,7 +81,7 @@ def set_job_status(
     if held_by is not _UNSET:
         conditions.append(Job.worker_id.is_(None) if held_by is None else Job.worker_id == held_by)
     result = session.execute(update(Job).where(*conditions).values(status=status, **values))
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def claim_job(session: Session, *, job_id: str, worker_id: str) -> bool:
@@ -100,7 +100,7 @@ def heartbeat(session: Session, *, job_id: str, worker_id: str) -> bool:
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
         .values(heartbeat_at=utcnow())
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def stale_jobs(session: Session, *, before: datetime) -> list[Job]:
@@ -202,6 +202,11 @@ def set_alias(session: Session, *, name: str, model_id: str) -> None:
         session.add(Alias(name=name, model_id=model_id))
     else:
         alias.model_id = model_id
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (``Session.execute`` types its result as a plain ``Result``)."""
+    return int(result.rowcount or 0)
 
 
 def now() -> datetime:

@@ -106,17 +106,17 @@ def image_groups(form: FormData) -> list[ImageGroup]:
     if any(key[:5] in ("label", "files") and key[5:].isdigit() for key in form.keys()):
         labels, files = parse_classes(form)
         groups += [ImageGroup(label, uploads, f"files{n}") for n, (label, uploads) in enumerate(zip(labels, files), 1)]
-    labels = form.getlist("label")
-    if len(labels) > 1 or any(not isinstance(v, str) for v in labels):
+    given = form.getlist("label")
+    if len(given) > 1 or any(not isinstance(v, str) for v in given):
         raise InvalidRequest("label must be given at most once, as text", code="missing_label")
     uploads = form.getlist("files")
     if any(not isinstance(u, UploadFile) for u in uploads):
         raise InvalidRequest("files must be file uploads", code="invalid_class_fields")
-    if labels and not uploads:
+    if given and not uploads:
         raise InvalidRequest("label names the class of files: send the photos as files (an archive brings its "
                              "own class folders)", code="invalid_class_fields")
     if uploads:
-        label = str(labels[0]) if labels else None
+        label = str(given[0]) if given else None
         groups.append(ImageGroup(label, [Upload(u.filename or "", u.file) for u in uploads], "files"))  # type: ignore[union-attr]
     return groups
 

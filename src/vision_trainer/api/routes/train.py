@@ -15,13 +15,13 @@ from starlette.datastructures import FormData, UploadFile
 
 from ...services import jobs as job_service
 from ...services import training
+from ...services.context import Services
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
-from ...services.context import Services
 from ..deps import QueueDep, ServicesDep, SettingsDep
 from ..forms import check_train_fields
-from .storage import check_upload_room
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
+from .storage import check_upload_room
 
 router = APIRouter(tags=["training"])
 
