@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
 LOCK_ARGS ?=
 
-.PHONY: install run test lock clean
+.PHONY: install run test lint lock clean
 
 install: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml $(LOCK)
 run: $(STAMP)
 	$(BIN)/vision-trainer serve
 
-test: $(STAMP)
+# Static checks first (ruff lint and format, mypy on src/), then the whole test suite.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench main.py
+	$(BIN)/mypy src
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Re-resolve the lock from pyproject.toml, keeping every pin that still fits; LOCK_ARGS=--upgrade
