@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .linear_probe import (
@@ -212,7 +211,8 @@ class OutlierOptions:
     """How far from every class a photo is, measured out of fold.
 
     Attributes:
-        dims: Principal components of the z-scored features kept (the distance is taken there).
+        dims: Principal components of the z-scored features kept (the distance is taken there); at most
+            one per 6 photos scored out of fold, so that small datasets still estimate the covariance.
         shrinkage: Weight of the scaled identity blended into the within-class covariance.
         trim: Fraction of each training fold farthest from its class left out of the class statistics,
             so that a cluster of foreign photos does not widen the class it was filed under.
@@ -237,36 +237,43 @@ def outlier_scores(features: np.ndarray, labels: np.ndarray, options: OutlierOpt
     """How unlike every class each photo is: a robust z-score of its distance to the nearest class.
 
     Distances are Mahalanobis distances (shrunk within-class covariance, trimmed class statistics) in
-    the top principal components of the z-scored features. Labelled photos are scored by statistics
-    fitted without their fold; unlabelled ones (label -1) by statistics of all labelled photos. The
-    distance to class c becomes ``(d - median_c) / MAD_c`` over class c's own out-of-fold distances,
-    and the score is the smallest over classes.
+    the top principal components of the z-scored features. Photos of classes with at least two labelled
+    photos are scored by statistics fitted without their fold; the others (unlabelled, label -1, or of a
+    class with a single photo) by statistics of all those photos. The distance to class c becomes
+    ``(d - median_c) / MAD_c`` over class c's own out-of-fold distances; the score is the smallest over classes.
 
     Returns:
-        ``[N]`` scores (0 for every photo when fewer than two photos are labelled in every class).
+        ``[N]`` scores; all 0 when no class has two labelled photos or fewer than ``2 * folds`` photos qualify.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    labelled = np.flatnonzero(labels >= 0)
-    classes = [c for c in np.unique(labels[labelled]) if (labels == c).sum() >= 2]
-    if not classes or len(labelled) < 2 * options.folds:
+    counts = np.bincount(labels[labels >= 0], minlength=1)
+    classes = [int(c) for c in np.flatnonzero(counts >= 2)]
+    members = np.flatnonzero(np.isin(labels, classes))
+    if not classes or len(members) < 2 * options.folds:
         return np.zeros(len(labels))
-    z = _principal_components(standardize(features), options.dims)
+    dims = min(options.dims, max(2, len(members) // 6))
+    z = _principal_components(standardize(features), dims, options.seed)
+    y = labels[members]
     distances = np.zeros((len(labels), len(classes)))
-    y = labels[labelled]
     assignment = stratified_folds(y, options.folds, options.seed)
     for fold in range(options.folds):
-        rows = labelled[assignment == fold]
-        distances[rows] = _class_distances(z[labelled[assignment != fold]], y[assignment != fold], classes, options)(z[rows])
-    unlabelled = np.flatnonzero(labels < 0)
-    if len(unlabelled):
-        distances[unlabelled] = _class_distances(z[labelled], y, classes, options)(z[unlabelled])
+        fit, rows = members[assignment != fold], members[assignment == fold]
+        distances[rows] = _class_distances(z[fit], labels[fit], classes, options)(z[rows])
+    others = np.setdiff1d(np.arange(len(labels)), members)
+    if len(others):
+        distances[others] = _class_distances(z[members], y, classes, options)(z[others])
     return _robust_class_z(distances, labels, classes).min(axis=1)
 
 
-def _principal_components(z: np.ndarray, dims: int) -> np.ndarray:
+def _principal_components(z: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """``z`` projected on its top ``dims`` principal directions (randomized SVD with a seeded, local generator)."""
     k = min(dims, *z.shape)
-    _, _, basis = torch.pca_lowrank(torch.from_numpy(z), q=k, center=False, niter=3)
-    return (torch.from_numpy(z) @ basis).numpy().astype(np.float64)
+    sketch = z @ np.random.default_rng(seed).standard_normal((z.shape[1], k + 10)).astype(z.dtype)
+    for _ in range(3):  # power iterations sharpen the leading directions
+        sketch, _ = np.linalg.qr(z @ (z.T @ sketch))
+    basis, _ = np.linalg.qr(sketch)
+    _, _, directions = np.linalg.svd(basis.T @ z, full_matrices=False)
+    return (z @ directions[:k].T).astype(np.float64)
 
 
 def _class_distances(
