@@ -273,7 +273,7 @@ def record_subscriptions(hub: JobEventHub) -> list[Any]:
 
 def test_a_stuck_client_is_dropped_without_holding_up_the_job_or_other_clients(live_server: LiveServer) -> None:
     hub = live_server.hub
-    hub.queue_size = 64
+    hub.queue_size = 4  # batches of events: one per database read
     opened = record_subscriptions(hub)
     job_id = live_server.fake_job()
     stuck = stuck_client(live_server.url, job_id)
@@ -284,6 +284,7 @@ def test_a_stuck_client_is_dropped_without_holding_up_the_job_or_other_clients(l
         wait_until(lambda: hub.open_streams == 4, "the other clients' streams opened")
         for n in range(total):  # the "job": its commits never wait for any stream
             live_server.write_events(job_id, [("log", {"line": f"{n} {padding}"})])
+            time.sleep(0.002)  # spread over many reads
         wait_until(lambda: opened[0].dropped, "the stuck client was dropped")
         live_server.finish(job_id)
         others = [reader.result(timeout=120) for reader in readers]

@@ -35,9 +35,10 @@ from .errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 256  # live events a subscriber may hold unsent before it is dropped
+QUEUE_SIZE = 64  # batches of live events (one per database read) a subscriber may hold unsent before it is dropped
 SAFETY_POLL_S = 5.0  # a watched job's channel reads the database at least this often
 READ_CONCURRENCY = 4  # database reads of the hub in flight at once
+COALESCE_S = 0.1  # a channel waits this long after a notification, so that commits close together go out
 REPLAY_GATHER_S = 0.02  # streams joining a job within this long share one replay read
 _PAGE = 500
 
@@ -104,7 +105,7 @@ class Subscription:
     def __init__(self, hub: JobEventHub, job_id: str, after: int) -> None:
         self.hub, self.job_id, self.last = hub, job_id, after
         self.replay: list[LiveEvent] = []
-        self.queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue(hub.queue_size)
+        self.queue: asyncio.Queue[list[LiveEvent] | None] = asyncio.Queue(hub.queue_size)
         self.ended = False  # no more live events will be queued (dropped, or the hub closed)
         self.dropped = False
         self.closed = False
@@ -130,19 +131,25 @@ class Subscription:
             if done:
                 return
 
-    def _take(self, item: LiveEvent | None) -> tuple[list[LiveEvent], bool]:
-        """``item`` unless the replay had it; and whether the stream is over."""
-        if item is None:
+    def _take(self, batch: list[LiveEvent] | None) -> tuple[list[LiveEvent], bool]:
+        """The events of ``batch`` the replay did not have, up to the final status; and whether the
+        stream is over."""
+        if batch is None:
             return [], True
-        if item.id <= self.last:  # already in the replay
-            return [], False
-        self.last = item.id
-        return [item], item.final
+        taken = []
+        for item in batch:
+            if item.id <= self.last:  # already in the replay
+                continue
+            self.last = item.id
+            taken.append(item)
+            if item.final:
+                return taken, True
+        return taken, False
 
-    def offer(self, item: LiveEvent) -> bool:
-        """Queue a live event without waiting; False when the queue is full."""
+    def offer(self, batch: list[LiveEvent]) -> bool:
+        """Queue live events without waiting; False when the queue is full."""
         try:
-            self.queue.put_nowait(item)
+            self.queue.put_nowait(batch)
         except asyncio.QueueFull:
             return False
         return True
@@ -253,6 +260,7 @@ class _Channel:
                 await asyncio.wait_for(self.wake.wait(), self.hub.poll_s)
             except TimeoutError:
                 pass
+            await asyncio.sleep(COALESCE_S)  # commits close together (an epoch's progress and log line) go out as one
             self.wake.clear()
             try:
                 events = await self.hub.read(_events_after, self.hub.db, self.job_id, self.cursor, self.hub.encode)
@@ -263,22 +271,24 @@ class _Channel:
                 return  # the final status went out, or every subscriber left or was dropped
 
     def fan_out(self, events: list[LiveEvent]) -> bool:
-        """Hand ``events`` to every subscriber; True once the job's final status went out."""
-        for item in events:
-            self.cursor = item.id
-            for sub in list(self.subscribers):
-                if not sub.offer(item):
-                    self.drop(sub)
-            if item.final:
-                for sub in list(self.subscribers):
-                    sub._channel = None
-                self.subscribers.clear()
-                self.detach()
-                return True
-        return False
+        """Hand ``events`` (one read) to every subscriber as one batch; True once the job's final status
+        went out."""
+        if not events:
+            return False
+        self.cursor = events[-1].id
+        for sub in list(self.subscribers):
+            if not sub.offer(events):
+                self.drop(sub)
+        if not any(item.final for item in events):
+            return False
+        for sub in list(self.subscribers):
+            sub._channel = None
+        self.subscribers.clear()
+        self.detach()
+        return True
 
     def drop(self, sub: Subscription) -> None:
-        log.info("job %s: a stream fell %d events behind; it ends and its client replays", self.job_id,
+        log.info("job %s: a stream fell %d reads behind; it ends and its client replays", self.job_id,
                  self.hub.queue_size)
         self.hub.dropped += 1
         sub.dropped = True
@@ -297,7 +307,7 @@ class JobEventHub:
         db: Where the events are.
         encode: ``(event id, kind, data) -> payload``, run once per event for all streams.
         max_streams: Streams open at once beyond which ``open`` raises ``Unavailable``.
-        queue_size: Live events one stream may hold unsent before it is dropped.
+        queue_size: Batches of live events (one per read) one stream may hold unsent before it is dropped.
         poll_s: Longest time a watched job's channel goes without reading the database.
     """
 
