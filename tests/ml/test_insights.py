@@ -197,6 +197,7 @@ def test_analyze_maps_every_list_back_to_the_given_rows() -> None:
     noisy[unlabelled] = -1
     found = analyze(features, noisy, 3)
     assert found.cv_accuracy is not None and found.cv_accuracy.mean > 0.7
+    assert all("hard to tell apart" in w for w in found.warnings)
     assert 0.05 <= found.temperature <= 20
     assert {s.index for s in found.suggestions} == set(unlabelled.tolist())
     assert all(s.suggested_label == labels[s.index] for s in found.suggestions)
