@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .backbones import create_backbone, freeze, resolve_backbone
+from .backbones import BackboneSpec, create_backbone, freeze, resolve_backbone
 from .data import Normalizer, plain_view
 from .errors import CheckpointError
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
@@ -58,14 +58,7 @@ class Predictor:
             raise CheckpointError(f"weights do not fit backbone {spec.name!r}: {exc}") from None
         head = getattr(model, spec.head_attr)
         setattr(model, spec.head_attr, nn.Identity())
-        extractor = build_extractor(freeze(model), name=spec.name, input_size=spec.input_size, options=runtime)
-        return cls(
-            extractor,
-            head,
-            class_names=class_names,
-            preprocessing=checkpoint.get("preprocessing") or spec.preprocessing(),
-            temperature=checkpoint.get("temperature") or 1.0,
-        )
+        return cls._assemble(freeze(model), head, checkpoint, spec, runtime)
 
     @classmethod
     def from_head(
@@ -85,13 +78,18 @@ class Predictor:
             head.load_state_dict({k.removeprefix(prefix): v for k, v in head_checkpoint["head_state_dict"].items()})
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"head does not fit backbone {spec.name!r}: {exc}") from None
+        return cls._assemble(backbone, head, head_checkpoint, spec, runtime)
+
+    @classmethod
+    def _assemble(cls, backbone: nn.Module, head: nn.Module, checkpoint: Mapping[str, Any], spec: BackboneSpec,
+                  runtime: RuntimeOptions) -> Predictor:
         extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=runtime)
         return cls(
             extractor,
             head,
-            class_names=class_names,
-            preprocessing=head_checkpoint.get("preprocessing") or spec.preprocessing(),
-            temperature=head_checkpoint.get("temperature") or 1.0,
+            class_names=checkpoint["class_names"],
+            preprocessing=checkpoint.get("preprocessing") or spec.preprocessing(),
+            temperature=checkpoint.get("temperature") or 1.0,
         )
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
