@@ -24,6 +24,7 @@ run: $(STAMP)
 # Static checks first (ruff lint and format, mypy on src/), then the whole test suite.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench main.py
+	$(BIN)/ruff format --check src tests bench main.py
 	$(BIN)/mypy src
 
 test: lint

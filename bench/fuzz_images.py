@@ -67,9 +67,11 @@ def one_input(data: bytes) -> None:
 
 def finish() -> None:
     """Report and leave: libFuzzer ends the process itself, so we stop it after the asked-for runs."""
-    report("fuzz_images: ml.images.open_image under atheris",
-           [{**stats, "seconds": time.perf_counter() - LIMIT["start"]}],
-           {"distinct uncaught exceptions": crashes or "none"})
+    report(
+        "fuzz_images: ml.images.open_image under atheris",
+        [{**stats, "seconds": time.perf_counter() - LIMIT["start"]}],
+        {"distinct uncaught exceptions": crashes or "none"},
+    )
     sys.stdout.flush()
     os._exit(1 if stats["crashes"] else 0)
 

@@ -31,15 +31,26 @@ def run(device: str, runtime: str, data_dir: Path, train: dict[str, list[Path]],
     services = Services.create(Settings(_env_file=None, data_dir=data_dir, device=device, runtime=runtime))
     uploads = [[Upload(p.name, p.open("rb")) for p in paths] for paths in train.values()]
     start = time.perf_counter()
-    job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
-        labels=list(train), files=uploads, options=training.TrainingOptions(epochs=5, backbone="efficientnet_lite0")))
+    job = training.submit_training(
+        services,
+        CallerRunsQueue(),
+        training.TrainingRequest(
+            labels=list(train), files=uploads, options=training.TrainingOptions(epochs=5, backbone="efficientnet_lite0")
+        ),
+    )
     status = runner.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     job = jobs.get_job(services, job["job_id"])
     answers = [prediction.predict_image(services, p.read_bytes(), model_id=job["model_id"]) for p in val]
     services.close()
-    return {"device": device, "runtime": services.runtime.kind, "status": status, "seconds": seconds,
-            "test_accuracy": job["metrics"]["test_accuracy"], "answers": answers}
+    return {
+        "device": device,
+        "runtime": services.runtime.kind,
+        "status": status,
+        "seconds": seconds,
+        "test_accuracy": job["metrics"]["test_accuracy"],
+        "answers": answers,
+    }
 
 
 def main() -> None:
@@ -52,15 +63,28 @@ def main() -> None:
     truth = [label for label, paths in val_sets.items() for _ in paths[:25]]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run("cpu", "auto", Path(tmp) / "cpu", train, val), run("cuda:0", "auto", Path(tmp) / "gpu", train, val)]
+        results = [
+            run("cpu", "auto", Path(tmp) / "cpu", train, val),
+            run("cuda:0", "auto", Path(tmp) / "gpu", train, val),
+        ]
     for result in results:
         hits = sum(a["prediction"] == t for a, t in zip(result["answers"], truth))
-        rows.append({"device": result["device"], "runtime": result["runtime"], "status": result["status"],
-                     "seconds": result["seconds"], "test_accuracy": result["test_accuracy"],
-                     "val_accuracy": hits / len(truth)})
+        rows.append(
+            {
+                "device": result["device"],
+                "runtime": result["runtime"],
+                "status": result["status"],
+                "seconds": result["seconds"],
+                "test_accuracy": result["test_accuracy"],
+                "val_accuracy": hits / len(truth),
+            }
+        )
     agree = sum(a["prediction"] == b["prediction"] for a, b in zip(results[0]["answers"], results[1]["answers"]))
-    report("gpu_check: the same job on the CPU and on CUDA", rows,
-           {"GPU": torch.cuda.get_device_name(0), "predictions that agree": f"{agree}/{len(val)}"})
+    report(
+        "gpu_check: the same job on the CPU and on CUDA",
+        rows,
+        {"GPU": torch.cuda.get_device_name(0), "predictions that agree": f"{agree}/{len(val)}"},
+    )
     if any(r["status"] != "succeeded" for r in rows):
         sys.exit(1)
 

@@ -128,8 +128,11 @@ def plant(
         copies.append((i, len(paths) - 1))
         if other != labels[i]:
             cross.append((i, len(paths) - 1))
-    synthetic = [chart_image(work / f"{name}-{seed}-chart.png", seed), screenshot_image(work / f"{name}-screenshot.png"),
-                 noise_image(work / f"{name}-{seed}-noise.png", seed)]
+    synthetic = [
+        chart_image(work / f"{name}-{seed}-chart.png", seed),
+        screenshot_image(work / f"{name}-screenshot.png"),
+        noise_image(work / f"{name}-{seed}-noise.png", seed),
+    ]
     foreign = []
     for path in list(foreign_photos) + synthetic:
         paths.append(path)
@@ -138,8 +141,19 @@ def plant(
         foreign.append(len(paths) - 1)
     held = [p for c in class_names for p in holdout[c]]
     held_labels = [i for i, c in enumerate(class_names) for _ in holdout[c]]
-    return Planted(name, class_names, paths, np.array(labels), np.array(true), flipped, copies, cross, foreign,
-                   held, np.array(held_labels))
+    return Planted(
+        name,
+        class_names,
+        paths,
+        np.array(labels),
+        np.array(true),
+        flipped,
+        copies,
+        cross,
+        foreign,
+        held,
+        np.array(held_labels),
+    )
 
 
 def plain_features(backbone: str, paths: list[Path], cache: Path, *, batch_size: int = 16) -> tuple[np.ndarray, float]:

@@ -47,8 +47,9 @@ KNOWN_DUPLICATES = {
 AUTO_TIE = 0.005
 
 
-def suspects_row(data: Planted, pool: np.ndarray, result: insights.Insights,
-                 ranked: list[insights.Suspect]) -> dict[str, Any]:
+def suspects_row(
+    data: Planted, pool: np.ndarray, result: insights.Insights, ranked: list[insights.Suspect]
+) -> dict[str, Any]:
     """Recall of flipped labels in the top 2x(flipped) of the full ranking, the listed suspects' precision,
     and how many photos are listed when nothing is planted (the clean photos with their true labels)."""
     flipped = set(data.flipped)
@@ -76,17 +77,21 @@ def duplicates_row(data: Planted, groups: list[insights.DuplicateGroup]) -> dict
     found = [frozenset(g.members) for g in groups]
     names = [frozenset(data.paths[i].name for i in g) for g in found]
     natural = sum(any(k <= n for k in KNOWN_DUPLICATES) for n in names)
-    false = [sorted(n) for g, n in zip(found, names)
-             if not any(p <= g for p in planted) and not any(k <= n for k in KNOWN_DUPLICATES)]
+    false = [
+        sorted(n)
+        for g, n in zip(found, names)
+        if not any(p <= g for p in planted) and not any(k <= n for k in KNOWN_DUPLICATES)
+    ]
     return {
         "cross_class_found": f"{sum(any(p <= g for g in found) for p in cross)}/{len(cross)}",
         "same_class_found": f"{sum(any(p <= g for g in found) for p in planted if p not in cross)}/"
-                            f"{len(planted) - len(cross)}",
+        f"{len(planted) - len(cross)}",
         "known_duplicates_found": natural,
         "false_groups": len(false),
         "false_group_files": false,
-        "weakest_planted": round(min((g.similarity for g, f in zip(groups, found) if any(p <= f for p in planted)),
-                                     default=float("nan")), 3),
+        "weakest_planted": round(
+            min((g.similarity for g, f in zip(groups, found) if any(p <= f for p in planted)), default=float("nan")), 3
+        ),
     }
 
 
@@ -118,15 +123,21 @@ def quality(sets: list[Planted], backbone: str, work: Path, memo: dict[Path, np.
         prints = fingerprints_of(data.paths, memo)
         result = insights.analyze(pool, data.labels, len(data.class_names), fingerprints=prints)
         oof = out_of_fold(pool, data.labels, len(data.class_names))
-        ranked = insights.suspect_labels(oof.probabilities(), data.labels, max_given_probability=1.0, min_confidence=0.0)
+        ranked = insights.suspect_labels(
+            oof.probabilities(), data.labels, max_given_probability=1.0, min_confidence=0.0
+        )
         features_only = insights.near_duplicate_groups(pool)
-        rows.append({
-            "dataset": data.name, "backbone": backbone, "photos": len(pool),
-            **{f"suspects_{k}": v for k, v in suspects_row(data, pool, result, ranked).items()},
-            **{f"dups_features_{k}": v for k, v in duplicates_row(data, features_only).items()},
-            **{f"dups_confirmed_{k}": v for k, v in duplicates_row(data, result.duplicates).items()},
-            **{f"outliers_{k}": v for k, v in outliers_row(data, pool, result.outliers).items()},
-        })
+        rows.append(
+            {
+                "dataset": data.name,
+                "backbone": backbone,
+                "photos": len(pool),
+                **{f"suspects_{k}": v for k, v in suspects_row(data, pool, result, ranked).items()},
+                **{f"dups_features_{k}": v for k, v in duplicates_row(data, features_only).items()},
+                **{f"dups_confirmed_{k}": v for k, v in duplicates_row(data, result.duplicates).items()},
+                **{f"outliers_{k}": v for k, v in outliers_row(data, pool, result.outliers).items()},
+            }
+        )
     return rows
 
 
@@ -144,8 +155,11 @@ def timing(data: Planted, backbone: str, work: Path, memo: dict[Path, np.ndarray
             start = time.perf_counter()
             insights.analyze(pool, data.labels, len(data.class_names), fingerprints=prints)
             runs.append(time.perf_counter() - start)
-        row[f"threads_{threads}"] = {"first_s": round(runs[0], 2), "median_s": round(statistics.median(runs[1:]), 2),
-                                     "worst_s": round(max(runs[1:]), 2)}
+        row[f"threads_{threads}"] = {
+            "first_s": round(runs[0], 2),
+            "median_s": round(statistics.median(runs[1:]), 2),
+            "worst_s": round(max(runs[1:]), 2),
+        }
     torch.set_num_threads(default_threads)
     return row
 
@@ -165,16 +179,24 @@ def backbones_table(sets: list[Planted], backbones: list[str], work: Path) -> li
         for backbone in backbones:
             pool, held, _ = features_of(data, backbone, work / "features")
             cv = insights.cross_validated_accuracy(pool[clean], labels)
-            entries.append({"dataset": data.name, "backbone": backbone, "cv_accuracy": cv.mean, "cv_std": cv.std,
-                            "heldout_accuracy": round(heldout_accuracy(pool[clean], labels, held,
-                                                                       data.holdout_labels), 4),
-                            "heldout_photos": len(held)})
+            entries.append(
+                {
+                    "dataset": data.name,
+                    "backbone": backbone,
+                    "cv_accuracy": cv.mean,
+                    "cv_std": cv.std,
+                    "heldout_accuracy": round(heldout_accuracy(pool[clean], labels, held, data.holdout_labels), 4),
+                    "heldout_photos": len(held),
+                }
+            )
         best_cv = max(e["cv_accuracy"] for e in entries)
         pick = next(e for e in entries if e["cv_accuracy"] >= best_cv - AUTO_TIE)  # cheapest first
         best_held = max(e["heldout_accuracy"] for e in entries)
         for e in entries:
             e["auto_pick"] = e is pick
-            e["auto_within_1pt_of_best"] = round(pick["heldout_accuracy"] - best_held, 4) >= -0.01 if e is pick else None
+            e["auto_within_1pt_of_best"] = (
+                round(pick["heldout_accuracy"] - best_held, 4) >= -0.01 if e is pick else None
+            )
         rows.extend(entries)
     return rows
 
@@ -200,11 +222,19 @@ def calibration_row(data: Planted, backbone: str, work: Path) -> list[dict[str, 
         probs = softmax(logits / temperature)
         accuracy = float((probs.argmax(1) == data.holdout_labels).mean())
         confidence = float(probs.max(1).mean())
-        rows.append({"dataset": data.name, "backbone": backbone, "temperature_from": name,
-                     "temperature": round(temperature, 3), "unseen_photos": len(held),
-                     "accuracy": round(accuracy, 4), "mean_confidence": round(confidence, 4),
-                     "abs_gap": round(abs(confidence - accuracy), 4),
-                     "ece": round(expected_calibration_error(probs, data.holdout_labels.tolist()), 4)})
+        rows.append(
+            {
+                "dataset": data.name,
+                "backbone": backbone,
+                "temperature_from": name,
+                "temperature": round(temperature, 3),
+                "unseen_photos": len(held),
+                "accuracy": round(accuracy, 4),
+                "mean_confidence": round(confidence, 4),
+                "abs_gap": round(abs(confidence - accuracy), 4),
+                "ece": round(expected_calibration_error(probs, data.holdout_labels.tolist()), 4),
+            }
+        )
     return rows
 
 
@@ -237,8 +267,9 @@ def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATASETS)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/vt-insights-bench"),
-                        help="planted images and cached features")
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/vt-insights-bench"), help="planted images and cached features"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     args = parser.parse_args()
@@ -254,36 +285,119 @@ def main() -> None:
     choice = backbones_table(sets, args.backbones, args.work)
     calibration = [r for data in sets for b in args.backbones for r in calibration_row(data, b, args.work)]
     summary = aggregate([{k: v for k, v in r.items() if k != "seed"} for r in rows])
-    print(json.dumps({"benchmark": "insights quality", "machine": machine(), "per_seed": rows, "summary": summary,
-                      "analysis_seconds": speed, "backbones": choice, "calibration": calibration}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "insights quality",
+                "machine": machine(),
+                "per_seed": rows,
+                "summary": summary,
+                "analysis_seconds": speed,
+                "backbones": choice,
+                "calibration": calibration,
+            },
+            indent=2,
+        )
+    )
     print(markdown(summary, speed, choice, calibration, args))
 
 
-def markdown(summary: list[dict[str, Any]], speed: dict[str, Any], choice: list[dict[str, Any]],
-             calibration: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def markdown(
+    summary: list[dict[str, Any]],
+    speed: dict[str, Any],
+    choice: list[dict[str, Any]],
+    calibration: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> str:
     info = machine()
-    title = (f"### Insights quality ({len(args.seeds)} planting seeds; numbers are means over seeds, "
-             f"'x/y' counts the worst seed)")
-    parts = [title, "",
-             f"Machine: {info['cores']} cores, {info['cpu']}, torch {info['torch']}", ""]
-    parts.append(table("Suspect labels (10 % flipped)", summary, [
-        "dataset", "backbone", "photos", "suspects_flipped", "suspects_recall_top_2x", "suspects_listed",
-        "suspects_precision", "suspects_precision_top20", "suspects_listed_recall", "suspects_clean_listed"]))
-    parts.append(table("Near-duplicates (resized 90 %, JPEG q72)", summary, [
-        "dataset", "backbone", "dups_features_cross_class_found", "dups_features_same_class_found",
-        "dups_features_false_groups", "dups_confirmed_cross_class_found", "dups_confirmed_same_class_found",
-        "dups_confirmed_false_groups", "dups_confirmed_known_duplicates_found", "dups_confirmed_weakest_planted"]))
-    parts.append(table("Outliers (9 foreign images planted)", summary, [
-        "dataset", "backbone", "outliers_foreign_found", "outliers_listed", "outliers_listed_pct",
-        "outliers_clean_listed_pct"]))
-    speed_rows = [{"threads": k.split("_")[1], "photos": speed["photos"], **v} for k, v in speed.items() if k != "photos"]
-    parts.append(table("Whole analysis (analyze, with fingerprints) on the flowers pool", speed_rows,
-                       ["threads", "photos", "first_s", "median_s", "worst_s"]))
-    parts.append(table("Backbones: k-fold accuracy on the pool vs accuracy on unseen photos", choice, [
-        "dataset", "backbone", "cv_accuracy", "cv_std", "heldout_accuracy", "heldout_photos", "auto_pick",
-        "auto_within_1pt_of_best"]))
-    parts.append(table("Calibration on unseen photos (linear probe on all clean pool photos)", calibration, [
-        "dataset", "backbone", "temperature_from", "temperature", "accuracy", "mean_confidence", "abs_gap", "ece"]))
+    title = (
+        f"### Insights quality ({len(args.seeds)} planting seeds; numbers are means over seeds, "
+        f"'x/y' counts the worst seed)"
+    )
+    parts = [title, "", f"Machine: {info['cores']} cores, {info['cpu']}, torch {info['torch']}", ""]
+    parts.append(
+        table(
+            "Suspect labels (10 % flipped)",
+            summary,
+            [
+                "dataset",
+                "backbone",
+                "photos",
+                "suspects_flipped",
+                "suspects_recall_top_2x",
+                "suspects_listed",
+                "suspects_precision",
+                "suspects_precision_top20",
+                "suspects_listed_recall",
+                "suspects_clean_listed",
+            ],
+        )
+    )
+    parts.append(
+        table(
+            "Near-duplicates (resized 90 %, JPEG q72)",
+            summary,
+            [
+                "dataset",
+                "backbone",
+                "dups_features_cross_class_found",
+                "dups_features_same_class_found",
+                "dups_features_false_groups",
+                "dups_confirmed_cross_class_found",
+                "dups_confirmed_same_class_found",
+                "dups_confirmed_false_groups",
+                "dups_confirmed_known_duplicates_found",
+                "dups_confirmed_weakest_planted",
+            ],
+        )
+    )
+    parts.append(
+        table(
+            "Outliers (9 foreign images planted)",
+            summary,
+            [
+                "dataset",
+                "backbone",
+                "outliers_foreign_found",
+                "outliers_listed",
+                "outliers_listed_pct",
+                "outliers_clean_listed_pct",
+            ],
+        )
+    )
+    speed_rows = [
+        {"threads": k.split("_")[1], "photos": speed["photos"], **v} for k, v in speed.items() if k != "photos"
+    ]
+    parts.append(
+        table(
+            "Whole analysis (analyze, with fingerprints) on the flowers pool",
+            speed_rows,
+            ["threads", "photos", "first_s", "median_s", "worst_s"],
+        )
+    )
+    parts.append(
+        table(
+            "Backbones: k-fold accuracy on the pool vs accuracy on unseen photos",
+            choice,
+            [
+                "dataset",
+                "backbone",
+                "cv_accuracy",
+                "cv_std",
+                "heldout_accuracy",
+                "heldout_photos",
+                "auto_pick",
+                "auto_within_1pt_of_best",
+            ],
+        )
+    )
+    parts.append(
+        table(
+            "Calibration on unseen photos (linear probe on all clean pool photos)",
+            calibration,
+            ["dataset", "backbone", "temperature_from", "temperature", "accuracy", "mean_confidence", "abs_gap", "ece"],
+        )
+    )
     return "\n".join(parts)
 
 

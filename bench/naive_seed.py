@@ -80,8 +80,9 @@ def train_and_evaluate_model(
             f"Epoch {epoch + 1}/{epochs} Loss: {running_loss / len(train):.4f} "
             f"Train Acc: {corrects / len(train):.4f} Test Acc: {test_acc:.4f}"
         )
-    torch.save({"model_state_dict": model.state_dict(), "class_names": list(class_names),
-                "backbone": spec.name}, save_to)
+    torch.save(
+        {"model_state_dict": model.state_dict(), "class_names": list(class_names), "backbone": spec.name}, save_to
+    )
     return {"log": log, "test_accuracy": test_acc, "images_through_backbone": seen}
 
 

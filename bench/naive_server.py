@@ -1,6 +1,6 @@
 """The seed's /predict, for comparison only: every request re-reads the checkpoint and rebuilds the model.
 
-    NAIVE_CHECKPOINT=trained_model.pth .venv/bin/python -m uvicorn naive_server:app --app-dir bench
+NAIVE_CHECKPOINT=trained_model.pth .venv/bin/python -m uvicorn naive_server:app --app-dir bench
 """
 
 from __future__ import annotations

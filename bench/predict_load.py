@@ -79,8 +79,11 @@ def in_process_floor(checkpoint: Path, photos: list[bytes], cache_dir: Path, run
 
 
 def train_model(base: str, train: dict[str, list[Path]], per_class: int) -> str:
-    files = [(f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
-             for n, paths in enumerate(train.values(), start=1) for p in paths[:per_class]]
+    files = [
+        (f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
+        for n, paths in enumerate(train.values(), start=1)
+        for p in paths[:per_class]
+    ]
     data = {f"label{n}": name for n, name in enumerate(train, start=1)}
     data.update(epochs="3", wait="true", backbone="efficientnet_lite0")
     job = httpx.post(f"{base}/train", data=data, files=files, timeout=600).json()
@@ -101,23 +104,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ours_port, naive_port = free_port(), free_port()
-        ours = start_process([sys.executable, "-m", "vision_trainer.cli", "serve"],
-                             {"VT_DATA_DIR": str(root / "data"), "VT_PORT": str(ours_port), "VT_LOG_LEVEL": "warning"},
-                             f"http://127.0.0.1:{ours_port}/health/ready", root / "ours.log")
+        ours = start_process(
+            [sys.executable, "-m", "vision_trainer.cli", "serve"],
+            {"VT_DATA_DIR": str(root / "data"), "VT_PORT": str(ours_port), "VT_LOG_LEVEL": "warning"},
+            f"http://127.0.0.1:{ours_port}/health/ready",
+            root / "ours.log",
+        )
         naive = None
         try:
             base = f"http://127.0.0.1:{ours_port}"
             model_id = train_model(base, train, args.per_class)
             checkpoint = root / "trained_model.pth"
             checkpoint.write_bytes(httpx.get(f"{base}/models/{model_id}/checkpoint").content)
-            naive = start_process([sys.executable, "-m", "uvicorn", "naive_server:app", "--app-dir", "bench",
-                                   "--port", str(naive_port), "--log-level", "warning"],
-                                  {"NAIVE_CHECKPOINT": str(checkpoint)}, f"http://127.0.0.1:{naive_port}/",
-                                  root / "naive.log")
+            naive = start_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "naive_server:app",
+                    "--app-dir",
+                    "bench",
+                    "--port",
+                    str(naive_port),
+                    "--log-level",
+                    "warning",
+                ],
+                {"NAIVE_CHECKPOINT": str(checkpoint)},
+                f"http://127.0.0.1:{naive_port}/",
+                root / "naive.log",
+            )
             floor = in_process_floor(checkpoint, photos, root / "cache")
             rows = []
-            for name, url in (("naive (seed)", f"http://127.0.0.1:{naive_port}/predict"),
-                              ("ours", f"{base}/predict")):
+            for name, url in (("naive (seed)", f"http://127.0.0.1:{naive_port}/predict"), ("ours", f"{base}/predict")):
                 for clients in [int(c) for c in args.clients.split(",")]:
                     rows.append({"server": name, **asyncio.run(drive(url, photos, clients, args.seconds))})
         finally:
@@ -132,8 +150,10 @@ def main() -> None:
     report(
         f"predict_load: {args.seconds:.0f} s per level, real cats_dogs/val photos",
         rows,
-        {"in-process decode + forward at batch 1 (ms)": round(floor * 1000, 1),
-         "ours / naive req/s by clients": speedups},
+        {
+            "in-process decode + forward at batch 1 (ms)": round(floor * 1000, 1),
+            "ours / naive req/s by clients": speedups,
+        },
     )
 
 

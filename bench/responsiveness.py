@@ -26,8 +26,11 @@ from common import DATASETS, class_folders, free_port, percentile, report, rss_m
 def form(data: dict[str, list[Path]], per_class: int, **fields: str) -> tuple[dict[str, str], list]:
     values = {f"label{n}": name for n, name in enumerate(data, start=1)}
     values.update(fields)
-    files = [(f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
-             for n, paths in enumerate(data.values(), start=1) for p in paths[:per_class]]
+    files = [
+        (f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
+        for n, paths in enumerate(data.values(), start=1)
+        for p in paths[:per_class]
+    ]
     return values, files
 
 
@@ -54,9 +57,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root, port = Path(tmp), free_port()
-        server = start_process([sys.executable, "-m", "vision_trainer.cli", "serve"],
-                               {"VT_DATA_DIR": str(root / "data"), "VT_PORT": str(port), "VT_LOG_LEVEL": "warning"},
-                               f"http://127.0.0.1:{port}/health/ready", root / "server.log")
+        server = start_process(
+            [sys.executable, "-m", "vision_trainer.cli", "serve"],
+            {"VT_DATA_DIR": str(root / "data"), "VT_PORT": str(port), "VT_LOG_LEVEL": "warning"},
+            f"http://127.0.0.1:{port}/health/ready",
+            root / "server.log",
+        )
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
             rss_idle = rss_mib(server.pid)
@@ -72,30 +78,45 @@ def main() -> None:
             run = latency_while_training(client, job_id, server.pid)
             seconds = time.perf_counter() - start
             peak = rss_mib(server.pid, "VmHWM")
-            rows: list[dict[str, Any]] = [{
-                "measure": f"GET / while a {args.per_class * len(flowers)}-image job trains",
-                "p50_ms": percentile(run["latencies"], 50) * 1000,
-                "p99_ms": percentile(run["latencies"], 99) * 1000,
-                "samples": len(run["latencies"]),
-                "job_seconds": seconds,
-                "job_status": run["job"]["status"],
-                "rss_mib": max(run["rss"]),
-            }]
+            rows: list[dict[str, Any]] = [
+                {
+                    "measure": f"GET / while a {args.per_class * len(flowers)}-image job trains",
+                    "p50_ms": percentile(run["latencies"], 50) * 1000,
+                    "p99_ms": percentile(run["latencies"], 99) * 1000,
+                    "samples": len(run["latencies"]),
+                    "job_seconds": seconds,
+                    "job_status": run["job"]["status"],
+                    "rss_mib": max(run["rss"]),
+                }
+            ]
             for n in range(1, args.repeat + 1):
-                data, files = form(flowers, args.per_class, epochs=str(args.epochs), wait="true",
-                                   backbone="efficientnet_lite0", seed=str(n))
+                data, files = form(
+                    flowers,
+                    args.per_class,
+                    epochs=str(args.epochs),
+                    wait="true",
+                    backbone="efficientnet_lite0",
+                    seed=str(n),
+                )
                 job = client.post("/train", data=data, files=files).json()
-                rows.append({"measure": f"after consecutive job {n}", "job_status": job["status"],
-                             "rss_mib": rss_mib(server.pid)})
+                rows.append(
+                    {
+                        "measure": f"after consecutive job {n}",
+                        "job_status": job["status"],
+                        "rss_mib": rss_mib(server.pid),
+                    }
+                )
         finally:
             server.kill()
     report(
         "responsiveness: API latency during training and server memory",
         rows,
-        {"server RSS idle before training (MiB)": round(rss_idle, 1),
-         "server peak RSS during the first small job, incl. one-time ONNX export (MiB)": round(rss_warm, 1),
-         "server peak RSS during the 1000-image job (MiB)": round(peak, 1),
-         "RSS growth from job 1 to job 5 (MiB)": round(rows[-1]["rss_mib"] - rows[1]["rss_mib"], 1)},
+        {
+            "server RSS idle before training (MiB)": round(rss_idle, 1),
+            "server peak RSS during the first small job, incl. one-time ONNX export (MiB)": round(rss_warm, 1),
+            "server peak RSS during the 1000-image job (MiB)": round(peak, 1),
+            "RSS growth from job 1 to job 5 (MiB)": round(rows[-1]["rss_mib"] - rows[1]["rss_mib"], 1),
+        },
     )
 
 

@@ -69,11 +69,14 @@ def settings(data_dir: Path, cache: Path, views: int) -> Settings:
     return Settings(_env_file=None, data_dir=data_dir, cache_dir=cache, augment_views=views)  # type: ignore[call-arg]
 
 
-def first_train(services: Services, classes: dict[str, list[Path]], options: training.TrainingOptions) -> dict[str, Any]:
+def first_train(
+    services: Services, classes: dict[str, list[Path]], options: training.TrainingOptions
+) -> dict[str, Any]:
     files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in classes.values()]
     start = time.perf_counter()
-    job = training.submit_training(services, CallerRunsQueue(),
-                                   training.TrainingRequest(labels=list(classes), files=files, options=options))
+    job = training.submit_training(
+        services, CallerRunsQueue(), training.TrainingRequest(labels=list(classes), files=files, options=options)
+    )
     status = runner.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     for group in files:
@@ -83,9 +86,12 @@ def first_train(services: Services, classes: dict[str, list[Path]], options: tra
     return {"seconds": seconds, "job": jobs.get_job(services, job["job_id"])}
 
 
-def retrain(services: Services, dataset_id: str, extra: dict[str, list[Path]],
-            options: training.TrainingOptions) -> dict[str, Any]:
-    groups = [datasets.ImageGroup(label, [Upload(p.name, p.open("rb")) for p in paths]) for label, paths in extra.items()]
+def retrain(
+    services: Services, dataset_id: str, extra: dict[str, list[Path]], options: training.TrainingOptions
+) -> dict[str, Any]:
+    groups = [
+        datasets.ImageGroup(label, [Upload(p.name, p.open("rb")) for p in paths]) for label, paths in extra.items()
+    ]
     start = time.perf_counter()
     added = datasets.add_images(services, dataset_id, datasets.AddImages(groups=groups))
     add_seconds = time.perf_counter() - start
@@ -97,21 +103,34 @@ def retrain(services: Services, dataset_id: str, extra: dict[str, list[Path]],
     return {"seconds": seconds, "add_seconds": add_seconds, "job": jobs.get_job(services, job["job_id"])}
 
 
-def v1_train(rev: str, work: Path, classes: dict[str, list[Path]], warmup: dict[str, list[Path]],
-             args: argparse.Namespace) -> dict[str, Any] | None:
+def v1_train(
+    rev: str, work: Path, classes: dict[str, list[Path]], warmup: dict[str, list[Path]], args: argparse.Namespace
+) -> dict[str, Any] | None:
     tree = work / "v1-tree"
-    made = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], capture_output=True, text=True
+    )
     if made.returncode != 0:
         print(f"baseline {rev} not available ({made.stderr.strip()}); skipping the v1 row", file=sys.stderr)
         return None
     try:
-        payload = {"data_dir": str(work / "v1-data"), "warmup_dir": str(work / "v1-warmup"), "cache": str(work / "v1-cache"),
-                   "classes": {k: [str(p) for p in v] for k, v in classes.items()},
-                   "warmup": {k: [str(p) for p in v] for k, v in warmup.items()},
-                   "epochs": args.epochs, "backbone": args.backbone, "views": args.views}
-        out = subprocess.run([sys.executable, "-c", V1_SCRIPT, json.dumps(payload)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(tree / "src")}, check=True)
+        payload = {
+            "data_dir": str(work / "v1-data"),
+            "warmup_dir": str(work / "v1-warmup"),
+            "cache": str(work / "v1-cache"),
+            "classes": {k: [str(p) for p in v] for k, v in classes.items()},
+            "warmup": {k: [str(p) for p in v] for k, v in warmup.items()},
+            "epochs": args.epochs,
+            "backbone": args.backbone,
+            "views": args.views,
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", V1_SCRIPT, json.dumps(payload)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(tree / "src")},
+            check=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
@@ -139,9 +158,16 @@ def main() -> None:
         work = Path(tmp)
         v1 = v1_train(args.baseline, work, base, warmup, args)
         if v1 is not None:
-            rows.append({"run": f"v1 /train ({args.baseline})", "photos": sum(map(len, base.values())),
-                         "seconds": v1["seconds"], "features_computed": v1["images_through_backbone"],
-                         "features_reused": 0, "test_accuracy": v1["test_accuracy"]})
+            rows.append(
+                {
+                    "run": f"v1 /train ({args.baseline})",
+                    "photos": sum(map(len, base.values())),
+                    "seconds": v1["seconds"],
+                    "features_computed": v1["images_through_backbone"],
+                    "features_reused": 0,
+                    "test_accuracy": v1["test_accuracy"],
+                }
+            )
         cache = work / "cache"
         warm = Services.create(settings(work / "warmup", cache, args.views))
         first_train(warm, warmup, training.TrainingOptions(epochs=1, backbone=args.backbone, augment_views=0))
@@ -156,14 +182,27 @@ def main() -> None:
         model_dir = data_dir / "models" / second["job"]["model_id"]
         model_files = {p.name: p.stat().st_size for p in model_dir.iterdir()}
         services.close()
-    for label, result, photos, growth in (("first train (POST /train)", first, sum(map(len, base.values())), None),
-                                          (f"retrain +{sum(map(len, extra.values()))}", second,
-                                           sum(map(len, base.values())) + sum(map(len, extra.values())), grown)):
+    for label, result, photos, growth in (
+        ("first train (POST /train)", first, sum(map(len, base.values())), None),
+        (
+            f"retrain +{sum(map(len, extra.values()))}",
+            second,
+            sum(map(len, base.values())) + sum(map(len, extra.values())),
+            grown,
+        ),
+    ):
         metrics = result["job"]["metrics"]
-        rows.append({"run": label, "photos": photos, "seconds": result["seconds"],
-                     "features_computed": metrics["features_extracted"], "features_reused": metrics["features_reused"],
-                     "test_accuracy": metrics["test_accuracy"],
-                     "data_dir_growth_kib": None if growth is None else round(growth / 1024)})
+        rows.append(
+            {
+                "run": label,
+                "photos": photos,
+                "seconds": result["seconds"],
+                "features_computed": metrics["features_extracted"],
+                "features_reused": metrics["features_reused"],
+                "test_accuracy": metrics["test_accuracy"],
+                "data_dir_growth_kib": None if growth is None else round(growth / 1024),
+            }
+        )
     extra_info = {
         "speed-up of the retrain over the first train": round(first["seconds"] / second["seconds"], 1),
         "first train vs v1 /train": None if v1 is None else round(first["seconds"] / v1["seconds"], 3),

@@ -36,16 +36,21 @@ from vision_trainer.services.uploads import Upload  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
 
 
-def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int, workers: int,
-         runtime: str, data_dir: Path) -> dict[str, Any]:
+def ours(
+    data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int, workers: int, runtime: str, data_dir: Path
+) -> dict[str, Any]:
     """The service's own path: store + validate the upload, then run the job to a saved model."""
-    services = Services.create(Settings(_env_file=None, data_dir=data_dir, num_workers=workers, runtime=runtime,
-                                        cache_dir=data_dir.parent / "cache"))
+    services = Services.create(
+        Settings(
+            _env_file=None, data_dir=data_dir, num_workers=workers, runtime=runtime, cache_dir=data_dir.parent / "cache"
+        )
+    )
     streams = [[Upload(p.name, p.open("rb")) for p in paths] for paths in data.values()]
     start = time.perf_counter()
     options = training.TrainingOptions(epochs=epochs, backbone=backbone, augment_views=views)
-    job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
-        labels=list(data), files=streams, options=options))
+    job = training.submit_training(
+        services, CallerRunsQueue(), training.TrainingRequest(labels=list(data), files=streams, options=options)
+    )
     status = runner.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     for group in streams:
@@ -56,16 +61,26 @@ def ours(data: dict[str, list[Path]], *, epochs: int, backbone: str, views: int,
     checkpoint = data_dir / "trained_model.pth"
     save_checkpoint(checkpoint, models.model_checkpoint(services, finished["model_id"]))
     services.close()
-    return {"seconds": seconds, "images_through_backbone": finished["metrics"]["images_through_backbone"],
-            "test_accuracy": finished["metrics"]["test_accuracy"], "checkpoint": checkpoint}
+    return {
+        "seconds": seconds,
+        "images_through_backbone": finished["metrics"]["images_through_backbone"],
+        "test_accuracy": finished["metrics"]["test_accuracy"],
+        "checkpoint": checkpoint,
+    }
 
 
 def naive(data: dict[str, list[Path]], *, epochs: int, backbone: str, save_to: Path) -> dict[str, Any]:
     items = [LabelledImage(p, label, p.name) for label, paths in enumerate(data.values()) for p in paths]
     split = stratified_split(items, test_fraction=0.2, seed=0)  # the service's own split
     start = time.perf_counter()
-    result = train_and_evaluate_model(resolve_backbone(backbone), [(i.path, i.label) for i in split.train],
-                                      [(i.path, i.label) for i in split.test], list(data), epochs, save_to)
+    result = train_and_evaluate_model(
+        resolve_backbone(backbone),
+        [(i.path, i.label) for i in split.train],
+        [(i.path, i.label) for i in split.test],
+        list(data),
+        epochs,
+        save_to,
+    )
     return {"seconds": time.perf_counter() - start, **result, "checkpoint": save_to}
 
 
@@ -75,7 +90,7 @@ def val_accuracy(checkpoint_path: Path, val: dict[str, list[Path]], runtime: Run
     hits = total = 0
     for label, paths in val.items():
         for start in range(0, len(paths), 32):
-            images = [open_image(p, draft_size=predictor.resize_size) for p in paths[start:start + 32]]
+            images = [open_image(p, draft_size=predictor.resize_size) for p in paths[start : start + 32]]
             hits += sum(ranked[0][0] == label for ranked in predictor.predict(images, top_k=1))
             total += len(images)
     return hits / total
@@ -88,8 +103,9 @@ def raw_throughput(backbone: str, cache_dir: Path, seconds: float = 8.0) -> dict
     batch = torch.randn(32, 3, spec.input_size, spec.input_size)
     results = {}
     for kind in ("onnx", "torch"):
-        extractor = build_extractor(module, name=spec.name, input_size=spec.input_size,
-                                    options=RuntimeOptions(kind, cache_dir=cache_dir))  # type: ignore[arg-type]
+        extractor = build_extractor(
+            module, name=spec.name, input_size=spec.input_size, options=RuntimeOptions(kind, cache_dir=cache_dir)
+        )  # type: ignore[arg-type]
         extractor(batch)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -123,23 +139,43 @@ def main() -> None:
         first_job = time.perf_counter() - warm_start
         if not args.skip_naive:
             result = naive(data, epochs=args.epochs, backbone=args.backbone, save_to=root / "naive.pth")
-            rows.append({"run": "naive (seed loop)", "seconds": result["seconds"],
-                         "images_through_backbone": result["images_through_backbone"],
-                         "test_accuracy": result["test_accuracy"],
-                         "val_accuracy": val_accuracy(result["checkpoint"], val, serving)})
+            rows.append(
+                {
+                    "run": "naive (seed loop)",
+                    "seconds": result["seconds"],
+                    "images_through_backbone": result["images_through_backbone"],
+                    "test_accuracy": result["test_accuracy"],
+                    "val_accuracy": val_accuracy(result["checkpoint"], val, serving),
+                }
+            )
         for workers in [int(w) for w in args.workers.split(",")]:
             for views in [int(v) for v in args.views.split(",")]:
-                result = ours(data, epochs=args.epochs, backbone=args.backbone, views=views, workers=workers,
-                              runtime=args.runtime, data_dir=root / f"ours-{views}-{workers}")
-                rows.append({"run": f"ours, augment_views={views}, num_workers={workers}",
-                             "seconds": result["seconds"],
-                             "images_through_backbone": result["images_through_backbone"],
-                             "test_accuracy": result["test_accuracy"],
-                             "val_accuracy": val_accuracy(result["checkpoint"], val, serving)})
+                result = ours(
+                    data,
+                    epochs=args.epochs,
+                    backbone=args.backbone,
+                    views=views,
+                    workers=workers,
+                    runtime=args.runtime,
+                    data_dir=root / f"ours-{views}-{workers}",
+                )
+                rows.append(
+                    {
+                        "run": f"ours, augment_views={views}, num_workers={workers}",
+                        "seconds": result["seconds"],
+                        "images_through_backbone": result["images_through_backbone"],
+                        "test_accuracy": result["test_accuracy"],
+                        "val_accuracy": val_accuracy(result["checkpoint"], val, serving),
+                    }
+                )
                 best = max(throughput.values())
-                rows.append({"run": f"ceiling for augment_views={views}",
-                             "seconds": result["images_through_backbone"] / best,
-                             "images_through_backbone": result["images_through_backbone"]})
+                rows.append(
+                    {
+                        "run": f"ceiling for augment_views={views}",
+                        "seconds": result["images_through_backbone"] / best,
+                        "images_through_backbone": result["images_through_backbone"],
+                    }
+                )
     naive_seconds = rows[0]["seconds"] if not args.skip_naive else None
     for row in rows:
         if naive_seconds and row["run"].startswith("ours"):
@@ -148,8 +184,10 @@ def main() -> None:
         f"train_speed: {args.data.name} ({sum(len(v) for v in data.values())} images), {args.epochs} epochs, "
         f"{args.backbone}",
         rows,
-        {"raw backbone images/s at batch 32": {k: round(v, 1) for k, v in throughput.items()},
-         "first job on a fresh machine, 1 epoch, incl. one-time ONNX export (s)": round(first_job, 1)},
+        {
+            "raw backbone images/s at batch 32": {k: round(v, 1) for k, v in throughput.items()},
+            "first job on a fresh machine, 1 epoch, incl. one-time ONNX export (s)": round(first_job, 1),
+        },
     )
 
 

@@ -78,8 +78,12 @@ async def _stream_once(port: int, job_id: str, last_id: str, seen: list[tuple[in
     """One connection: append ``(id, kind)`` of each event; return (last id, final status or None)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write((f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                      f"Last-Event-ID: {last_id}\r\n\r\n").encode())
+        writer.write(
+            (
+                f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                f"Last-Event-ID: {last_id}\r\n\r\n"
+            ).encode()
+        )
         status, headers = await _read_head(reader)
         if status != 200:
             await asyncio.sleep(1)
@@ -123,8 +127,13 @@ async def _watch_all(port: int, count: int, job_id: str) -> dict[str, Any]:
     results = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
     reference = await _watch(port, job_id)  # one replay after the end: every event the job has
     complete = sum(r["ids"] == reference["ids"] and r["final"] == reference["final"] for r in results)
-    return {"watchers": count, "complete": complete, "events": len(reference["ids"]),
-            "final": reference["final"], "reconnects": sum(r["connects"] - 1 for r in results)}
+    return {
+        "watchers": count,
+        "complete": complete,
+        "events": len(reference["ids"]),
+        "final": reference["final"],
+        "reconnects": sum(r["connects"] - 1 for r in results),
+    }
 
 
 def watcher_process(port: int, count: int) -> None:
@@ -140,8 +149,11 @@ def form(per_class: int, **fields: str) -> tuple[dict[str, str], list]:
     data = class_folders(DATASETS / "cats_dogs" / "train")
     values = {f"label{n}": name for n, name in enumerate(data, start=1)}
     values.update(fields)
-    files = [(f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
-             for n, paths in enumerate(data.values(), start=1) for p in paths[:per_class]]
+    files = [
+        (f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
+        for n, paths in enumerate(data.values(), start=1)
+        for p in paths[:per_class]
+    ]
     return values, files
 
 
@@ -174,15 +186,22 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(client: httpx.Client, port: int, watchers: int, args: argparse.Namespace,
-             pids: dict[str, int]) -> dict[str, Any]:
+def run_once(
+    client: httpx.Client, port: int, watchers: int, args: argparse.Namespace, pids: dict[str, int]
+) -> dict[str, Any]:
     child = None
     if watchers:
-        child = subprocess.Popen([sys.executable, __file__, "--watch", str(port), str(watchers)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--watch", str(port), str(watchers)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
         pids = {**pids, "watchers": child.pid}
-    data, files = form(args.per_class, epochs=str(args.epochs), augment_views=str(args.views),
-                       backbone="efficientnet_lite0")
+    data, files = form(
+        args.per_class, epochs=str(args.epochs), augment_views=str(args.views), backbone="efficientnet_lite0"
+    )
     cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
     response = client.post("/train", data=data, files=files)
     response.raise_for_status()
@@ -233,15 +252,23 @@ def run_backend(backend: str, args: argparse.Namespace, root: Path) -> list[dict
         env.update(VT_JOB_BACKEND="celery", VT_BROKER_URL=redis.url, VT_DATABASE_URL=postgres.create_database())
     port = free_port()
     try:
-        server = start_process([sys.executable, "-m", "vision_trainer.cli", "serve"], {**env, "VT_PORT": str(port)},
-                               f"http://127.0.0.1:{port}/health/ready", root / f"{backend}-server.log")
+        server = start_process(
+            [sys.executable, "-m", "vision_trainer.cli", "serve"],
+            {**env, "VT_PORT": str(port)},
+            f"http://127.0.0.1:{port}/health/ready",
+            root / f"{backend}-server.log",
+        )
         extra.append(server)
         pids = {"api": server.pid}
         if backend == "celery":
             log = root / "worker.log"
-            worker = subprocess.Popen([sys.executable, "-m", "vision_trainer.cli", "worker", "--concurrency", "1"],
-                                      cwd=REPO, env={**os.environ, **env, "VT_LOG_LEVEL": "info"},
-                                      stdout=log.open("ab"), stderr=subprocess.STDOUT)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "vision_trainer.cli", "worker", "--concurrency", "1"],
+                cwd=REPO,
+                env={**os.environ, **env, "VT_LOG_LEVEL": "info"},
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
             extra.append(worker)
             pids["worker"] = worker.pid
             _wait_worker(log, worker)
@@ -273,19 +300,39 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         mine = [r for r in rows if r["backend"] == backend]
-        groups = {w: sorted((r for r in mine if r["watchers"] == w), key=lambda r: r["job_s"])
-                  for w in dict.fromkeys(r["watchers"] for r in mine)}
+        groups = {
+            w: sorted((r for r in mine if r["watchers"] == w), key=lambda r: r["job_s"])
+            for w in dict.fromkeys(r["watchers"] for r in mine)
+        }
         fastest = {w: g[0] for w, g in groups.items()}
         base = fastest.get(0, {}).get("job_s")
         for w, row in fastest.items():
-            row = {**row, "vs_unwatched": row["job_s"] / base if base else None,
-                   "job_s_runs": ", ".join(f"{r['job_s']:.1f}" for r in groups[w])}
+            row = {
+                **row,
+                "vs_unwatched": row["job_s"] / base if base else None,
+                "job_s_runs": ", ".join(f"{r['job_s']:.1f}" for r in groups[w]),
+            }
             out.append({key: row[key] for key in COLUMNS if key in row})
     return out
 
 
-COLUMNS = ("backend", "watchers", "job_s", "vs_unwatched", "job_s_runs", "get_p50_ms", "get_p99_ms", "api_cpu_s",
-           "worker_cpu_s", "watchers_cpu_s", "watchers_complete", "events", "reconnects", "status", "probes")
+COLUMNS = (
+    "backend",
+    "watchers",
+    "job_s",
+    "vs_unwatched",
+    "job_s_runs",
+    "get_p50_ms",
+    "get_p99_ms",
+    "api_cpu_s",
+    "worker_cpu_s",
+    "watchers_cpu_s",
+    "watchers_complete",
+    "events",
+    "reconnects",
+    "status",
+    "probes",
+)
 
 
 def main() -> None:

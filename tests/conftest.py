@@ -89,7 +89,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def image_bytes(color: tuple[int, int, int], *, size: int = 64, fmt: str = "PNG", noise: int = 0, seed: int = 0) -> bytes:
+def image_bytes(
+    color: tuple[int, int, int], *, size: int = 64, fmt: str = "PNG", noise: int = 0, seed: int = 0
+) -> bytes:
     """A solid-colour image, optionally with noise so that every call can give distinct content."""
     array = np.full((size, size, 3), color, dtype=np.int16)
     if noise:
@@ -126,7 +128,9 @@ def photo_files(paths: list[Path]) -> list[tuple[str, bytes, str]]:
     return [(p.name, p.read_bytes(), "image/jpeg") for p in paths]
 
 
-def wait_for_job(client: Any, job_id: str, *, timeout: float = 300, until: Callable[[dict], bool] | None = None) -> dict:
+def wait_for_job(
+    client: Any, job_id: str, *, timeout: float = 300, until: Callable[[dict], bool] | None = None
+) -> dict:
     """Poll ``GET /jobs/{id}`` until it ends (or ``until(job)`` holds)."""
     until = until or (lambda job: job["status"] in FINAL)
     deadline = time.monotonic() + timeout
@@ -167,12 +171,20 @@ class Server:
     def __init__(self, data_dir: Path, log: Path, **env: str) -> None:
         self.port = free_port()
         self.data_dir = data_dir
-        full_env = {**os.environ, "VT_DATA_DIR": str(data_dir), "VT_PORT": str(self.port),
-                    "VT_LOG_LEVEL": "warning", **env}
+        full_env = {
+            **os.environ,
+            "VT_DATA_DIR": str(data_dir),
+            "VT_PORT": str(self.port),
+            "VT_LOG_LEVEL": "warning",
+            **env,
+        }
         self.log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vision_trainer.cli", "serve"], cwd=REPO, env=full_env,
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "vision_trainer.cli", "serve"],
+            cwd=REPO,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
         deadline = time.monotonic() + 90

@@ -27,7 +27,9 @@ def free_port() -> int:
 
 def require_binary(name: str, *search: str) -> str:
     """The path of ``name`` (on PATH or in ``search`` globs), or skip (fail under CI) when absent."""
-    found = shutil.which(name) or next((p for pattern in search for p in sorted(glob.glob(pattern), reverse=True)), None)
+    found = shutil.which(name) or next(
+        (p for pattern in search for p in sorted(glob.glob(pattern), reverse=True)), None
+    )
     if found:
         return found
     package = {"redis-server": "redis-server", "initdb": "postgresql", "chromium": "chromium"}.get(name, name)
@@ -66,9 +68,23 @@ class RedisServer:
     def start(self) -> None:
         """Start the server, or start it again after ``kill()`` on the same port (empty: nothing is saved)."""
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         _wait(self.client.ping, "redis-server", self.log)
 

@@ -27,8 +27,9 @@ LITE0 = ["--backbone", "efficientnet_lite0", "--augment-views", "0"]
 
 def run(args: list[str], data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VT_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "vision_trainer.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vision_trainer.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @dataclass

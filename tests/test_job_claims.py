@@ -24,9 +24,15 @@ from .conftest import make_settings, submit_job, wait_for_job
 
 @pytest.fixture
 def services(tmp_path: Path) -> Services:
-    created = Services.create(make_settings(
-        tmp_path / "data", augment_views=0, heartbeat_interval_s=0.2, heartbeat_timeout_s=30, max_attempts=2,
-    ))
+    created = Services.create(
+        make_settings(
+            tmp_path / "data",
+            augment_views=0,
+            heartbeat_interval_s=0.2,
+            heartbeat_timeout_s=30,
+            max_attempts=2,
+        )
+    )
     yield created
     created.close()
 
@@ -44,7 +50,9 @@ class ServicesClient:
 
 def age_heartbeat(services: Services, job_id: str, seconds: float) -> None:
     with services.db.session() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=repo.now() - timedelta(seconds=seconds)))
+        session.execute(
+            update(Job).where(Job.id == job_id).values(heartbeat_at=repo.now() - timedelta(seconds=seconds))
+        )
 
 
 def claim(services: Services, job_id: str, worker: str) -> None:
@@ -94,8 +102,12 @@ def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.setdefault("status", runner.run_training_job(services, job_id)))
     thread.start()
-    job = wait_for_job(ServicesClient(services), job_id, timeout=120,
-                       until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0)
+    job = wait_for_job(
+        ServicesClient(services),
+        job_id,
+        timeout=120,
+        until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0,
+    )
     assert job["status"] == "running" and job["progress"]["done"] < job["progress"]["total"]
     with services.db.session() as session:  # what a sweep + another worker's claim leave behind
         session.execute(update(Job).where(Job.id == job_id).values(worker_id="other:9#z", heartbeat_at=repo.now()))
@@ -122,8 +134,12 @@ def test_heartbeat_is_stamped_while_a_job_runs(services) -> None:
     thread = threading.Thread(target=runner.run_training_job, args=(services, job_id))
     thread.start()
     first = wait_for_job(ServicesClient(services), job_id, timeout=120, until=lambda j: j["heartbeat_at"] is not None)
-    later = wait_for_job(ServicesClient(services), job_id, timeout=120,
-                         until=lambda j: j["status"] != "running" or j["heartbeat_at"] != first["heartbeat_at"])
+    later = wait_for_job(
+        ServicesClient(services),
+        job_id,
+        timeout=120,
+        until=lambda j: j["status"] != "running" or j["heartbeat_at"] != first["heartbeat_at"],
+    )
     thread.join(120)
     assert later["heartbeat_at"] != first["heartbeat_at"]
     assert jobs.get_job(services, job_id)["status"] == "succeeded"
@@ -144,7 +160,8 @@ def test_a_database_from_before_heartbeats_gets_the_new_columns(tmp_path) -> Non
         conn.exec_driver_sql(
             "INSERT INTO jobs (id, status, created_at, params, class_names, inputs, phase, done, total, "
             "cancel_requested, attempts) VALUES ('a' , 'succeeded', '2026-01-01 00:00:00', '{}', '[]', '[]', "
-            "'done', 1, 1, 0, 1)")
+            "'done', 1, 1, 0, 1)"
+        )
     old.dispose()
     upgraded = Database(url)
     upgraded.create_tables()

@@ -25,8 +25,9 @@ HOST = socket.gethostname()
 
 @pytest.fixture
 def services(tmp_path: Path) -> Services:
-    created = Services.create(make_settings(tmp_path / "data", augment_views=0, heartbeat_timeout_s=30,
-                                            database_retry_s=5))
+    created = Services.create(
+        make_settings(tmp_path / "data", augment_views=0, heartbeat_timeout_s=30, database_retry_s=5)
+    )
     yield created
     created.close()
 
@@ -35,8 +36,9 @@ def running_as(services: Services, claim: str, *, heartbeat_age_s: float = 0) ->
     job_id = submit_job(services)
     with services.db.session() as session:
         assert repo.claim_job(session, job_id=job_id, worker_id=claim)
-        session.execute(update(Job).where(Job.id == job_id)
-                        .values(heartbeat_at=repo.now() - timedelta(seconds=heartbeat_age_s)))
+        session.execute(
+            update(Job).where(Job.id == job_id).values(heartbeat_at=repo.now() - timedelta(seconds=heartbeat_age_s))
+        )
     return job_id
 
 

@@ -41,8 +41,17 @@ PREDICT_BATCH = 32
 POLL_S = 0.2
 # Phases whose progress counts something worth a bar, and what it counts.
 PROGRESS_UNITS = {"extracting": "img", "training": "epoch"}
-SUMMARY_METRICS = ("test_accuracy", "test_accuracy_ci", "test_count", "per_class", "confusion_matrix", "calibration",
-                   "features_extracted", "features_reused", "best_epoch")
+SUMMARY_METRICS = (
+    "test_accuracy",
+    "test_accuracy_ci",
+    "test_count",
+    "per_class",
+    "confusion_matrix",
+    "calibration",
+    "features_extracted",
+    "features_reused",
+    "best_epoch",
+)
 
 
 class CommandError(Exception):
@@ -73,7 +82,9 @@ def _serve(args: argparse.Namespace) -> int:
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key_list:
         logging.getLogger("vision_trainer").warning(
             "binding %s without API keys: anyone who can reach this port can train, predict and delete; "
-            "set VT_API_KEYS", host)
+            "set VT_API_KEYS",
+            host,
+        )
     uvicorn.run(
         "vision_trainer.api.app:create_app",
         factory=True,
@@ -126,8 +137,15 @@ def _bar(total: int, unit: str, desc: str, *, initial: int = 0) -> tqdm:
     from tqdm import tqdm
 
     # No rate: a job's steps are replayed from its events, so steps per second would be meaningless.
-    return tqdm(total=total, unit=unit, desc=desc, initial=initial, file=sys.stderr, dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]")
+    return tqdm(
+        total=total,
+        unit=unit,
+        desc=desc,
+        initial=initial,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]",
+    )
 
 
 @contextmanager
@@ -182,8 +200,13 @@ def _images_in(folder: Path, skipped: list[dict[str, Any]]) -> list[Path]:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             images.append(path)
         else:
-            skipped.append({"filename": str(path), "code": "skipped_entry",
-                            "detail": f"{str(path)!r}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"})
+            skipped.append(
+                {
+                    "filename": str(path),
+                    "code": "skipped_entry",
+                    "detail": f"{str(path)!r}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                }
+            )
     return images
 
 
@@ -192,8 +215,11 @@ def _class_folders(root: Path, *, minimum: int) -> dict[str, Path]:
         raise CommandError(f"{root} is not a folder; give a folder with one sub-folder of images per class")
     classes = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
     if len(classes) < minimum:
-        raise CommandError(f"{root} has {len(classes)} class sub-folder(s); at least {minimum} needed "
-                           "(one sub-folder of images per class)", code="invalid_folder_layout")
+        raise CommandError(
+            f"{root} has {len(classes)} class sub-folder(s); at least {minimum} needed "
+            "(one sub-folder of images per class)",
+            code="invalid_folder_layout",
+        )
     return classes
 
 
@@ -244,8 +270,10 @@ def _read_source(path: Path, *, label: str | None, unlabelled: bool, min_classes
         raise CommandError(f"{path} does not exist; give a folder or a zip, tar or tar.gz archive of class folders")
     if path.is_file():
         if label is not None or unlabelled:
-            raise CommandError("an archive carries its labels as class folders; --label and --unlabelled "
-                               "are for folders", code="invalid_parameter")
+            raise CommandError(
+                "an archive carries its labels as class folders; --label and --unlabelled are for folders",
+                code="invalid_parameter",
+            )
         return _Source(groups=[], archive=Upload(path.name, cast(BinaryIO, _LazyFile(path, lambda: None))))
     source = _Source(groups=[])
 
@@ -256,11 +284,14 @@ def _read_source(path: Path, *, label: str | None, unlabelled: bool, min_classes
         source.groups = [ImageGroup(label, uploads(_images_in(path, source.skipped)), "files")]
     else:
         classes = _class_folders(path, minimum=min_classes)
-        source.groups = [ImageGroup(name, uploads(_images_in(folder, source.skipped)), name)
-                         for name, folder in classes.items()]
+        source.groups = [
+            ImageGroup(name, uploads(_images_in(folder, source.skipped)), name) for name, folder in classes.items()
+        ]
         if loose := [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]:
-            _note(f"{len(loose)} file(s) directly in {path} are left out: photos go in one sub-folder per class "
-                  "(or add them with --label or --unlabelled)")
+            _note(
+                f"{len(loose)} file(s) directly in {path} are left out: photos go in one sub-folder per class "
+                "(or add them with --label or --unlabelled)"
+            )
     for entry in source.skipped:
         _note(f"skipped {entry['detail']}")
     return source
@@ -305,8 +336,10 @@ def _datasets_add(args: argparse.Namespace) -> int:
     added["skipped"] = source.skipped + added["skipped"]
     for entry in added["errors"]:
         _note(f"skipped {entry['detail']}")
-    _note(f"added {len(added['added'])} photo(s), {len(added['duplicates'])} duplicate(s) not stored again; "
-          f"dataset version {added['version']}")
+    _note(
+        f"added {len(added['added'])} photo(s), {len(added['duplicates'])} duplicate(s) not stored again; "
+        f"dataset version {added['version']}"
+    )
     _emit(added)
     return 0
 
@@ -318,10 +351,17 @@ def _options(args: argparse.Namespace) -> TrainingOptions:
     """The training options, checked by the service (``invalid_parameter``) before anything is read or stored."""
     from .services.training import training_options
 
-    return training_options({
-        "epochs": args.epochs, "backbone": args.backbone, "test_split": args.test_split, "seed": args.seed,
-        "name": args.name, "augment_views": args.augment_views, "early_stopping": args.early_stopping or None,
-    })
+    return training_options(
+        {
+            "epochs": args.epochs,
+            "backbone": args.backbone,
+            "test_split": args.test_split,
+            "seed": args.seed,
+            "name": args.name,
+            "augment_views": args.augment_views,
+            "early_stopping": args.early_stopping or None,
+        }
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -338,8 +378,12 @@ def _train(args: argparse.Namespace) -> int:
         else:
             source = _read_source(args.folder, label=None, unlabelled=False, min_classes=2)
             request = training.TrainingRequest(
-                labels=[g.label or "" for g in source.groups], files=[g.uploads for g in source.groups],
-                options=options, archive=source.archive, skip_invalid=args.skip_invalid)
+                labels=[g.label or "" for g in source.groups],
+                files=[g.uploads for g in source.groups],
+                options=options,
+                archive=source.archive,
+                skip_invalid=args.skip_invalid,
+            )
             with source.reading():
                 job = training.submit_training(services, queue, request)
         job = _run_and_follow(services, job["job_id"])
@@ -474,11 +518,15 @@ def _predict(args: argparse.Namespace) -> int:
         entries = []
         with _bar(len(inputs), "img", "predicting") as bar:
             for start in range(0, len(inputs), PREDICT_BATCH):
-                chunk = inputs[start:start + PREDICT_BATCH]
+                chunk = inputs[start : start + PREDICT_BATCH]
                 entries += _predict_chunk(services, model_id, chunk, args)
                 bar.update(len(chunk))
-    document: dict[str, Any] = {"model_id": model_id, "class_names": class_names, "count": len(entries),
-                                "predictions": entries}
+    document: dict[str, Any] = {
+        "model_id": model_id,
+        "class_names": class_names,
+        "count": len(entries),
+        "predictions": entries,
+    }
     if any("expected" in e for e in entries):
         document["accuracy"] = _accuracy(entries, class_names)
     _emit(document)
@@ -488,8 +536,9 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _predict_chunk(services: Services, model_id: str, chunk: Sequence[tuple[Path, str | None]],
-                   args: argparse.Namespace) -> list[dict[str, Any]]:
+def _predict_chunk(
+    services: Services, model_id: str, chunk: Sequence[tuple[Path, str | None]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     from .services import prediction
 
     readable, unreadable = [], {}
@@ -498,8 +547,13 @@ def _predict_chunk(services: Services, model_id: str, chunk: Sequence[tuple[Path
             readable.append((str(path), path.read_bytes()))
         except OSError as exc:
             unreadable[str(path)] = {"code": "unreadable_file", "detail": f"{str(path)!r}: {exc.strerror or exc}"}
-    answers = iter(prediction.predict_batch(services, readable, model_id=model_id, top_k=args.top_k,
-                                            min_confidence=args.min_confidence)["predictions"] if readable else [])
+    answers = iter(
+        prediction.predict_batch(
+            services, readable, model_id=model_id, top_k=args.top_k, min_confidence=args.min_confidence
+        )["predictions"]
+        if readable
+        else []
+    )
     entries = []
     for path, expected in chunk:
         entry = {"error": unreadable[str(path)]} if str(path) in unreadable else next(answers)
@@ -546,8 +600,14 @@ def _export(args: argparse.Namespace) -> int:
     with _services() as services:
         path = exports.export_file(services, args.model_id, args.format)
         shutil.copyfile(path, args.output)
-    _emit({"model_id": args.model_id, "format": args.format, "output": str(args.output),
-           "size_bytes": args.output.stat().st_size})
+    _emit(
+        {
+            "model_id": args.model_id,
+            "format": args.format,
+            "output": str(args.output),
+            "size_bytes": args.output.stat().st_size,
+        }
+    )
     return 0
 
 
@@ -570,8 +630,11 @@ def _add_dataset_commands(commands: Any) -> None:
     create.add_argument("name")
     create.set_defaults(func=_datasets_create)
 
-    add = actions.add_parser("add", help="add photos: FOLDER/<class>/<images>, a zip/tar/tar.gz of class folders, "
-                                         "or a folder of one class (--label) or unlabelled photos (--unlabelled)")
+    add = actions.add_parser(
+        "add",
+        help="add photos: FOLDER/<class>/<images>, a zip/tar/tar.gz of class folders, "
+        "or a folder of one class (--label) or unlabelled photos (--unlabelled)",
+    )
     add.add_argument("dataset_id")
     add.add_argument("path", type=Path, help="a folder, or an archive file")
     one = add.add_mutually_exclusive_group()
@@ -592,8 +655,10 @@ def _add_dataset_commands(commands: Any) -> None:
 
 def _add_train_command(commands: Any) -> None:
     train = commands.add_parser(
-        "train", help="train on FOLDER/<class>/<images> (or an archive of class folders), or on --dataset ID, "
-                      "and register the model")
+        "train",
+        help="train on FOLDER/<class>/<images> (or an archive of class folders), or on --dataset ID, "
+        "and register the model",
+    )
     train.add_argument("folder", type=Path, nargs="?")
     train.add_argument("--dataset", help="train on this dataset's labelled photos as they are now")
     train.add_argument("--epochs", type=int, help="default 5 (1..200)")
@@ -611,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vision-trainer",
         description="Vision Trainer (settings from VT_* variables). Commands print one JSON document on stdout; "
-                    "logs and progress go to stderr.")
+        "logs and progress go to stderr.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start the HTTP API")
@@ -621,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     worker = commands.add_parser(
-        "worker", help="train jobs from the Celery broker (VT_BROKER_URL) for an API with VT_JOB_BACKEND=celery")
+        "worker", help="train jobs from the Celery broker (VT_BROKER_URL) for an API with VT_JOB_BACKEND=celery"
+    )
     worker.add_argument("--concurrency", type=int, default=1, help="jobs trained at once (default 1)")
     worker.set_defaults(func=_worker)
 
@@ -629,8 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(commands)
 
     predict = commands.add_parser(
-        "predict", help="classify images, or every image of folders; sub-folders named after the model's "
-                        "classes also give the accuracy")
+        "predict",
+        help="classify images, or every image of folders; sub-folders named after the model's "
+        "classes also give the accuracy",
+    )
     predict.add_argument("images", type=Path, nargs="+")
     predict.add_argument("--model", help="model id (default: the default model, else the newest)")
     predict.add_argument("--top-k", type=int)

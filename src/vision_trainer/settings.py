@@ -31,7 +31,9 @@ class Settings(BaseSettings):
         5, gt=0, le=3600, description="How often a training worker stamps its job's heartbeat time."
     )
     heartbeat_timeout_s: float = Field(
-        60, gt=0, le=86_400,
+        60,
+        gt=0,
+        le=86_400,
         description="A running job whose heartbeat is older than this is taken for dead and re-queued (Celery).",
     )
     sweep_interval_s: float = Field(
@@ -41,12 +43,16 @@ class Settings(BaseSettings):
         3, ge=1, le=100, description="A job whose worker died this many times is marked failed instead of re-run."
     )
     max_job_hours: float = Field(
-        12, gt=0, le=24 * 30,
+        12,
+        gt=0,
+        le=24 * 30,
         description="Longest a job may train; the Redis visibility timeout is set above it so the broker "
         "never hands a running job to a second worker.",
     )
     database_retry_s: float = Field(
-        300, ge=0, le=86_400,
+        300,
+        ge=0,
+        le=86_400,
         description="How long a running job keeps retrying (with backoff) while the database cannot be reached, "
         "before it gives up; meanwhile the API answers 503 database_unavailable.",
     )
@@ -68,7 +74,9 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Exported ONNX backbones; default: <data dir>/cache.")
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once by the local runner.")
     num_workers: int = Field(
-        0, ge=0, le=64,
+        0,
+        ge=0,
+        le=64,
         description="DataLoader worker processes for image decoding; 0 = one prefetch thread (faster on 2 cores).",
     )
     augment_views: int = Field(
@@ -78,11 +86,15 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
     model_cache_size: int = Field(4, ge=1, le=128, description="Trained models kept in memory for /predict.")
     feature_cache_mb: float = Field(
-        2048, gt=0, le=10_485_760,
+        2048,
+        gt=0,
+        le=10_485_760,
         description="Bound of the feature cache (<data dir>/features), in MiB; least recently used entries go first.",
     )
     max_data_mb: float | None = Field(
-        None, gt=0, le=1_073_741_824,
+        None,
+        gt=0,
+        le=1_073_741_824,
         description="Bound of the stored data (images, models, feature cache, exported backbones, database: the "
         "total of GET /storage), in MiB; over it new uploads are refused with 507 storage_full. Default: no limit.",
     )
@@ -93,12 +105,16 @@ class Settings(BaseSettings):
         4096, gt=0, le=1_048_576, description="Largest total uncompressed size of one uploaded archive, in MiB."
     )
     max_archive_ratio: float = Field(
-        100, gt=1, le=100_000,
+        100,
+        gt=1,
+        le=100_000,
         description="Largest ratio of uncompressed to compressed size of an archive (photos barely compress; "
         "a zip bomb compresses a thousandfold).",
     )
     max_file_mb: float = Field(
-        64, gt=0, le=10_240,
+        64,
+        gt=0,
+        le=10_240,
         description="Largest uploaded file, in MiB (images and checkpoints; a ResNet-18 checkpoint is 45 MiB).",
     )
     max_files: int = Field(10_000, ge=1, le=1_000_000, description="Most files in one request.")
@@ -115,12 +131,15 @@ class Settings(BaseSettings):
         32, ge=1, description="Predictions being served at once beyond which /predict answers 503."
     )
     max_event_streams: int = Field(
-        1000, ge=1, le=1_000_000,
+        1000,
+        ge=1,
+        le=1_000_000,
         description="Open GET /jobs/{id}/events streams per API process beyond which it answers 503 too_many_streams.",
     )
     api_keys: str = Field(
-        "", description="Comma-separated API keys; when set, every endpoint but GET /, /health/*, /ui and the "
-        "docs needs one (Authorization: Bearer <key> or X-API-Key: <key>)."
+        "",
+        description="Comma-separated API keys; when set, every endpoint but GET /, /health/*, /ui and the "
+        "docs needs one (Authorization: Bearer <key> or X-API-Key: <key>).",
     )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS (none by default).")
     host: str = Field("127.0.0.1", description="Address `vision-trainer serve` / `make run` binds.")
@@ -182,7 +201,7 @@ def normalize_database_url(url: str) -> str:
     """Plain ``postgresql://`` / ``postgres://`` URLs use psycopg 3, the driver this project installs."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -190,4 +209,3 @@ def normalize_database_url(url: str) -> str:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
-

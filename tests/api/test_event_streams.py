@@ -71,8 +71,9 @@ class LiveServer:
 
 def run_server(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -92,8 +93,9 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     thread.join(30)
 
 
-def read_events(url: str, job_id: str, *, last_id: int = 0, on_event: Callable[[Event], None] | None = None,
-                timeout: float = 300) -> list[Event]:
+def read_events(
+    url: str, job_id: str, *, last_id: int = 0, on_event: Callable[[Event], None] | None = None, timeout: float = 300
+) -> list[Event]:
     """One client: the events of a job until its final status, reconnecting with ``Last-Event-ID`` when
     the server ends the stream early (as the web page does)."""
     events: list[Event] = []

@@ -47,8 +47,22 @@ def test_train_fields_name_the_closest_valid_field(names: list[str], message: st
 
 
 def test_train_fields_accept_every_documented_field() -> None:
-    names = ["label1", "files1", "label12", "files12", "archive", "epochs", "backbone", "test_split", "seed",
-             "name", "augment_views", "early_stopping", "wait", "skip_invalid"]
+    names = [
+        "label1",
+        "files1",
+        "label12",
+        "files12",
+        "archive",
+        "epochs",
+        "backbone",
+        "test_split",
+        "seed",
+        "name",
+        "augment_views",
+        "early_stopping",
+        "wait",
+        "skip_invalid",
+    ]
     check_train_fields(FormData([(n, "x") for n in names]))
 
 
@@ -80,8 +94,9 @@ def test_predict_batch_refuses_file_for_files(client) -> None:
 
 def test_import_names_every_unknown_field_and_keeps_nothing(client, settings: Settings) -> None:
     before = data_dir_files(settings.data_dir)
-    response = client.post("/models/import", files={"checkpoint": ("m.pth", b"x" * 1000, "application/octet-stream")},
-                           data={"nam": "mine"})
+    response = client.post(
+        "/models/import", files={"checkpoint": ("m.pth", b"x" * 1000, "application/octet-stream")}, data={"nam": "mine"}
+    )
     detail = refusal(response)
     assert "'checkpoint'" in detail and "'nam' (did you mean 'name'?)" in detail
     assert "valid fields: file, name, backbone" in detail

@@ -21,11 +21,17 @@ RED, BLUE = (220, 30, 30), (30, 30, 220)
 
 def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     """A tiny PNG that claims a huge canvas (its IDAT holds barely any data)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def truncated_jpeg() -> bytes:
@@ -38,8 +44,10 @@ BAD_FILES = {
     "truncated JPEG": (truncated_jpeg(), "invalid_image"),
     "text named .jpg": (b"hello, I am not a photo", "unsupported_format"),
     "PNG decompression bomb": (png_bomb(), "image_too_large"),
-    "SVG": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
-            "unsupported_format"),
+    "SVG": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+        "unsupported_format",
+    ),
     "EPS": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "unsupported_format"),
     "PDF": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "unsupported_format"),
     "over the size limit": (b"\xff\xd8\xff" + b"\0" * (1024 * 1024 + 10), "file_too_large"),
@@ -48,8 +56,9 @@ BAD_FILES = {
 
 @pytest.fixture
 def small_limits(tmp_path: Path, database_url: str | None) -> TestClient:
-    settings = make_settings(tmp_path / "data", augment_views=0, max_file_mb=1, max_files=30, max_request_mb=4,
-                             database_url=database_url)
+    settings = make_settings(
+        tmp_path / "data", augment_views=0, max_file_mb=1, max_files=30, max_request_mb=4, database_url=database_url
+    )
     with TestClient(create_app(settings)) as client:
         client.data_dir = settings.data_dir  # type: ignore[attr-defined]
         yield client
@@ -69,7 +78,9 @@ def test_bad_file_in_a_training_upload_is_listed_and_nothing_is_kept(small_limit
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["code"] == "invalid_image"
-    assert [(e["field"], e["index"], e["filename"], e["code"]) for e in body["errors"]] == [("files1", 3, "bad.jpg", code)]
+    assert [(e["field"], e["index"], e["filename"], e["code"]) for e in body["errors"]] == [
+        ("files1", 3, "bad.jpg", code)
+    ]
     assert_no_trace(small_limits)
 
 
@@ -97,8 +108,15 @@ def test_bad_file_on_predict(small_limits, colour_images, case, status, code) ->
 
 @pytest.mark.parametrize(
     ("label", "code"),
-    [("a/b", "invalid_label"), ("..", "invalid_label"), ("x\x00y", "invalid_label"), ("", "empty_label"),
-     ("l" * 5000, "invalid_label"), ("Unknown", "reserved_label"), ("CAT", "duplicate_label")],
+    [
+        ("a/b", "invalid_label"),
+        ("..", "invalid_label"),
+        ("x\x00y", "invalid_label"),
+        ("", "empty_label"),
+        ("l" * 5000, "invalid_label"),
+        ("Unknown", "reserved_label"),
+        ("CAT", "duplicate_label"),
+    ],
 )
 def test_bad_labels(small_limits, colour_images, label, code) -> None:
     data, files = multipart({"cat": colour_images(RED, 3), "x": colour_images(BLUE, 3)})
@@ -122,8 +140,9 @@ def test_too_many_files_and_too_large_bodies_are_413(small_limits, colour_images
         for _ in range(6):
             yield b"\0" * (1024 * 1024)
 
-    response = small_limits.post("/train", content=chunked_body(),
-                                 headers={"Content-Type": "multipart/form-data; boundary=b"})
+    response = small_limits.post(
+        "/train", content=chunked_body(), headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
     assert (response.status_code, response.json()["code"]) == (413, "request_too_large")
     assert_no_trace(small_limits)
 
@@ -186,10 +205,14 @@ def test_client_filename_never_becomes_a_path(small_limits, colour_images) -> No
 
 
 def test_korean_labels_work_end_to_end(small_limits, colour_images) -> None:
-    data, files = multipart({"고양이": colour_images(RED, 4), "강아지": colour_images(BLUE, 4)}, wait="true", epochs="2")
+    data, files = multipart(
+        {"고양이": colour_images(RED, 4), "강아지": colour_images(BLUE, 4)}, wait="true", epochs="2"
+    )
     job = small_limits.post("/train", data=data, files=files).json()
     assert job["status"] == "succeeded" and job["class_names"] == ["고양이", "강아지"]
-    answer = small_limits.post("/predict", files={"file": ("r.png", image_bytes(RED, noise=20, seed=9), "image/png")}).json()
+    answer = small_limits.post(
+        "/predict", files={"file": ("r.png", image_bytes(RED, noise=20, seed=9), "image/png")}
+    ).json()
     assert answer["prediction"] == "고양이"
     assert small_limits.get("/models").json()["items"][0]["class_names"] == ["고양이", "강아지"]
 
@@ -199,8 +222,12 @@ def test_api_keys(tmp_path, database_url) -> None:
     with TestClient(create_app(settings)) as client:
         for open_path in ("/", "/health/live", "/health/ready", "/openapi.json", "/docs"):
             assert client.get(open_path).status_code == 200, open_path
-        for headers in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": "first-key-but-longer"},
-                        {"Authorization": "Basic first-key"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer nope"},
+            {"X-API-Key": "first-key-but-longer"},
+            {"Authorization": "Basic first-key"},
+        ):
             response = client.get("/jobs", headers=headers)
             assert response.status_code == 401 and response.json()["code"] == "unauthorized"
             assert response.headers["www-authenticate"] == "Bearer"
@@ -210,8 +237,9 @@ def test_api_keys(tmp_path, database_url) -> None:
 
 
 def test_overload_answers_429_and_503_with_retry_after(tmp_path, colour_images, database_url) -> None:
-    settings = make_settings(tmp_path / "data", augment_views=8, max_queued_jobs=1, max_inflight_predictions=1,
-                             database_url=database_url)
+    settings = make_settings(
+        tmp_path / "data", augment_views=8, max_queued_jobs=1, max_inflight_predictions=1, database_url=database_url
+    )
     with TestClient(create_app(settings)) as client:
         data, files = multipart({"red": colour_images(RED, 30), "blue": colour_images(BLUE, 30)})
         running = client.post("/train", data=data, files=files).json()["job_id"]
@@ -233,17 +261,25 @@ def test_overload_answers_429_and_503_with_retry_after(tmp_path, colour_images, 
 
 
 def test_client_that_disconnects_mid_upload_leaves_nothing(tmp_path, servers, database_url) -> None:
-    server = Server(tmp_path / "data", tmp_path / "server.log",
-                    **({"VT_DATABASE_URL": database_url} if database_url else {}))
+    server = Server(
+        tmp_path / "data", tmp_path / "server.log", **({"VT_DATABASE_URL": database_url} if database_url else {})
+    )
     servers.append(server)
     boundary = "vtboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"label1\"\r\n\r\ncat\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"files1\"; filename=\"a.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode() + b"\xff\xd8\xff" + b"\0" * 200_000
+    head = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="label1"\r\n\r\ncat\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files1"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + b"\xff\xd8\xff"
+        + b"\0" * 200_000
+    )
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
             f"POST /train HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: {len(head) + 5_000_000}\r\n\r\n".encode() + head
+            f"Content-Length: {len(head) + 5_000_000}\r\n\r\n".encode()
+            + head
         )
     assert server.client.get("/").status_code == 200
     assert server.client.get("/jobs").json()["count"] == 0

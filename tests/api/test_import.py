@@ -50,10 +50,14 @@ BAD_FILES = {
     "an empty file": (b"", "the file is empty"),
     "a picture": (image_bytes((10, 20, 30)), "is a PNG image"),
     "a pickle with code": (pickle.dumps(_Exploit()), "Python pickle that torch.load cannot read"),
-    "a torch file with code": (_torch_save({"model_state_dict": _Exploit(), "class_names": ["a", "b"]}),
-                               "would run code or build objects other than tensors and plain values (posix.system)"),
-    "a cut-off checkpoint": (_torch_save({"model_state_dict": {"w": torch.zeros(1000)}, "class_names": ["a", "b"]})[:2000],
-                             "damaged or truncated zip archive"),
+    "a torch file with code": (
+        _torch_save({"model_state_dict": _Exploit(), "class_names": ["a", "b"]}),
+        "would run code or build objects other than tensors and plain values (posix.system)",
+    ),
+    "a cut-off checkpoint": (
+        _torch_save({"model_state_dict": {"w": torch.zeros(1000)}, "class_names": ["a", "b"]})[:2000],
+        "damaged or truncated zip archive",
+    ),
     "a tensor, not a dict": (_torch_save(torch.zeros(3)), "is a PyTorch file but not a model checkpoint"),
 }
 
@@ -89,14 +93,20 @@ def test_import_form_mistakes_are_named(client) -> None:
     as_text = client.post("/models/import", files={"file": (None, "trained_model.pth")})  # a text part
     assert as_text.status_code == 422 and "send a file upload, not text" in as_text.json()["detail"]
     not_multipart = client.post("/models/import", json={"file": "x"})
-    assert not_multipart.status_code == 422 and "send the request as multipart/form-data" in not_multipart.json()["detail"]
+    assert (
+        not_multipart.status_code == 422 and "send the request as multipart/form-data" in not_multipart.json()["detail"]
+    )
     no_boundary = client.post("/models/import", content=b"--x--", headers={"Content-Type": "multipart/form-data"})
     assert no_boundary.status_code == 400 and no_boundary.json()["code"] == "invalid_form"
-    cut_short = client.post("/models/import", content=b'--b\r\nContent-Disposition: form-data; name="file"; '
-                            b'filename="m.pth"\r\n\r\nabc', headers={"Content-Type": "multipart/form-data; boundary=b"})
+    cut_short = client.post(
+        "/models/import",
+        content=b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.pth"\r\n\r\nabc',
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
     assert cut_short.status_code == 400 and "closing boundary" in cut_short.json()["detail"]
-    long_name = client.post("/models/import", data={"name": "n" * 201},
-                            files={"file": ("m.pth", b"x", "application/octet-stream")})
+    long_name = client.post(
+        "/models/import", data={"name": "n" * 201}, files={"file": ("m.pth", b"x", "application/octet-stream")}
+    )
     assert long_name.status_code == 422 and "at most 200 characters" in long_name.json()["detail"]
 
 
@@ -124,7 +134,9 @@ def _big_upload(server: Server, path: Path, name: str) -> tuple[int, dict, float
     pid = server.process.pid
     # Warm up: the code an import runs (torch.load, the multipart parser, worker threads) is loaded
     # before the baseline, so the growth measured is the upload's own.
-    warm_up = server.client.post("/models/import", files={"file": ("small.pth", b"x" * 1000, "application/octet-stream")})
+    warm_up = server.client.post(
+        "/models/import", files={"file": ("small.pth", b"x" * 1000, "application/octet-stream")}
+    )
     assert warm_up.status_code == 422, warm_up.text
     if not _reset_peak(pid):
         pytest.skip("cannot reset the peak RSS mark (/proc/<pid>/clear_refs)")
@@ -159,8 +171,10 @@ def test_a_200_mb_import_is_streamed_not_held_in_memory(tmp_path: Path, servers:
     assert body["detail"].startswith("'big.pth' is not a PyTorch checkpoint")
 
     with capsys.disabled():
-        print(f"\n200 MiB import: 413 after {refused_s:.2f} s, peak RSS +{refused_growth:.1f} MiB; "
-              f"streamed whole and refused 422 after {read_s:.2f} s, peak RSS +{read_growth:.1f} MiB")
+        print(
+            f"\n200 MiB import: 413 after {refused_s:.2f} s, peak RSS +{refused_growth:.1f} MiB; "
+            f"streamed whole and refused 422 after {read_s:.2f} s, peak RSS +{read_growth:.1f} MiB"
+        )
     assert refused_growth < 8 and read_growth < 8, (refused_growth, read_growth)
     leftovers = [f for f in data_dir_files(tmp_path / "data") if not f.startswith("cache/")]
     assert leftovers == [], leftovers

@@ -40,13 +40,19 @@ def test_train_answers_202_then_the_job_succeeds_and_its_model_predicts(client, 
     assert client.get("/models").json()["count"] == 1
     assert client.get("/jobs").json()["items"][0]["job_id"] == job["job_id"]
 
-    answer = client.post("/predict", files={"file": ("b.png", image_bytes(BLUE, noise=20, seed=99), "image/png")}).json()
+    answer = client.post(
+        "/predict", files={"file": ("b.png", image_bytes(BLUE, noise=20, seed=99), "image/png")}
+    ).json()
     assert answer["prediction"] == "blue" and answer["model_id"] == job["model_id"]
     assert [r["label"] for r in answer["top_k"]][0] == "blue" and len(answer["top_k"]) == 3
     assert abs(sum(r["confidence"] for r in answer["top_k"]) - 1) < 1e-4
-    one = client.post("/predict", data={"top_k": "1"}, files={"file": ("r.png", image_bytes(RED, noise=20, seed=98), "image/png")}).json()
+    one = client.post(
+        "/predict", data={"top_k": "1"}, files={"file": ("r.png", image_bytes(RED, noise=20, seed=98), "image/png")}
+    ).json()
     assert one["prediction"] == "red" and len(one["top_k"]) == 1
-    clamped = client.post("/predict", data={"top_k": "50"}, files={"file": ("r.png", image_bytes(RED), "image/png")}).json()
+    clamped = client.post(
+        "/predict", data={"top_k": "50"}, files={"file": ("r.png", image_bytes(RED), "image/png")}
+    ).json()
     assert len(clamped["top_k"]) == 3
 
 

@@ -63,8 +63,17 @@ def test_the_web_page_is_served_with_every_asset_local(client) -> None:
     assert client.get("/").json()["ui"] == "/ui"
     page = client.get("/ui/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for hook in ("add-class", "class-name-input", "class-files-input", "epochs-input", "train-button", "progress",
-                 "test-accuracy", "predict-file-input", "prediction-label"):
+    for hook in (
+        "add-class",
+        "class-name-input",
+        "class-files-input",
+        "epochs-input",
+        "train-button",
+        "progress",
+        "test-accuracy",
+        "predict-file-input",
+        "prediction-label",
+    ):
         assert f'data-testid="{hook}"' in page.text, hook
     assets = re.findall(r'(?:src|href)="\./([^"]+)"', page.text)
     assert sorted(assets) == ["app.js", "style.css"]

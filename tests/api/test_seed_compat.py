@@ -37,8 +37,9 @@ def test_resnet18_is_the_default_when_its_weights_are_cached(resnet_client) -> N
 
 
 def test_checkpoint_loads_with_the_seed_code_and_the_seed_format_imports(resnet_client, colour_images) -> None:
-    data, files = multipart({"red": colour_images((220, 30, 30), 4), "blue": colour_images((30, 30, 220), 4)},
-                            epochs="2", wait="true")
+    data, files = multipart(
+        {"red": colour_images((220, 30, 30), 4), "blue": colour_images((30, 30, 220), 4)}, epochs="2", wait="true"
+    )
     job = resnet_client.post("/train", data=data, files=files).json()
     assert job["status"] == "succeeded", job
     assert job["params"]["backbone"] == "resnet18" and job["log"][0].startswith("Backbone: resnet18")
@@ -51,17 +52,23 @@ def test_checkpoint_loads_with_the_seed_code_and_the_seed_format_imports(resnet_
 
     seed_format = io.BytesIO()
     torch.save({"model_state_dict": m.state_dict(), "class_names": ck["class_names"]}, seed_format)
-    imported = resnet_client.post("/models/import", files={"file": ("trained_model.pth", seed_format.getvalue(), "application/octet-stream")})
+    imported = resnet_client.post(
+        "/models/import", files={"file": ("trained_model.pth", seed_format.getvalue(), "application/octet-stream")}
+    )
     assert imported.status_code == 201, imported.text
     assert imported.json()["backbone"] == "resnet18" and imported.json()["class_names"] == ["red", "blue"]
     photo = ("r.png", image_bytes((220, 30, 30), noise=20, seed=50), "image/png")
     ours = resnet_client.post("/predict", data={"model_id": job["model_id"]}, files={"file": photo}).json()
-    theirs = resnet_client.post("/predict", data={"model_id": imported.json()["model_id"]}, files={"file": photo}).json()
+    theirs = resnet_client.post(
+        "/predict", data={"model_id": imported.json()["model_id"]}, files={"file": photo}
+    ).json()
     assert ours["prediction"] == theirs["prediction"]
 
     wrong_shape = {k: v for k, v in m.state_dict().items()}
     wrong_shape["fc.weight"] = torch.zeros(3, 512)
     buffer = io.BytesIO()
     torch.save({"model_state_dict": wrong_shape, "class_names": ["red", "blue"]}, buffer)
-    refused = resnet_client.post("/models/import", files={"file": ("bad.pth", buffer.getvalue(), "application/octet-stream")})
+    refused = resnet_client.post(
+        "/models/import", files={"file": ("bad.pth", buffer.getvalue(), "application/octet-stream")}
+    )
     assert refused.status_code == 422 and refused.json()["code"] == "invalid_checkpoint"

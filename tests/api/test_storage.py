@@ -46,8 +46,11 @@ def new_dataset(client: TestClient, name: str) -> str:
 
 def files_under(root: Path) -> dict[str, int]:
     """Every file of the data dir but the database's, with its size."""
-    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith("vision_trainer.db")}
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith("vision_trainer.db")
+    }
 
 
 def naming(files: dict[str, int], resource_id: str) -> list[str]:
@@ -70,16 +73,16 @@ def test_storage_counts_each_part_and_root_shows_the_same(client: TestClient, se
 
     sent = pngs((200, 30, 30), 3) + pngs((30, 30, 200), 2, seed=10)
     dataset_id = new_dataset(client, "colours")
-    response = client.post(f"/datasets/{dataset_id}/images", data={"label": "red"},
-                           files=[("files", f) for f in sent])
+    response = client.post(f"/datasets/{dataset_id}/images", data={"label": "red"}, files=[("files", f) for f in sent])
     assert response.status_code == 200, response.text
     after = usage(client)  # right after the upload: not the cached answer from before it
     assert after["images_bytes"] == sum(len(content) for _, content, _ in sent)
     assert after["total_bytes"] == sum(after[p] for p in PARTS)
 
     root = client.get("/").json()["storage"]
-    assert {k: v for k, v in root.items() if k not in ("free_bytes", "database_bytes", "total_bytes")} == \
-        {k: v for k, v in after.items() if k not in ("free_bytes", "database_bytes", "total_bytes")}
+    assert {k: v for k, v in root.items() if k not in ("free_bytes", "database_bytes", "total_bytes")} == {
+        k: v for k, v in after.items() if k not in ("free_bytes", "database_bytes", "total_bytes")
+    }
 
 
 def test_storage_needs_the_api_key(settings: Settings) -> None:
@@ -97,18 +100,27 @@ def refused(response, *, upload_named: bool) -> str:
     return body["detail"]
 
 
-def test_uploads_are_refused_before_anything_is_stored_when_over_the_limit(client: TestClient,
-                                                                         settings: Settings) -> None:
+def test_uploads_are_refused_before_anything_is_stored_when_over_the_limit(
+    client: TestClient, settings: Settings
+) -> None:
     dataset_id = new_dataset(client, "kept")
     before = files_under(settings.data_dir)
     with limited(settings, 0.001) as small:  # 1 KiB: the database alone is over it
-        detail = refused(small.post(f"/datasets/{dataset_id}/images", data={"label": "red"},
-                                    files=[("files", f) for f in pngs((200, 30, 30), 2)]), upload_named=False)
+        detail = refused(
+            small.post(
+                f"/datasets/{dataset_id}/images",
+                data={"label": "red"},
+                files=[("files", f) for f in pngs((200, 30, 30), 2)],
+            ),
+            upload_named=False,
+        )
         assert "MiB of 0.001 MiB" in detail
         data, files = multipart({"red": pngs((200, 30, 30), 2), "blue": pngs((30, 30, 200), 2)}, epochs=1)
         refused(small.post("/train", data=data, files=files), upload_named=False)
-        refused(small.post("/models/import", files={"file": ("m.pth", b"x" * 2048, "application/octet-stream")}),
-                upload_named=False)
+        refused(
+            small.post("/models/import", files={"file": ("m.pth", b"x" * 2048, "application/octet-stream")}),
+            upload_named=False,
+        )
         assert small.get("/datasets").json()["count"] == 1  # /train made no dataset
         assert small.get("/models").json()["count"] == 0 and small.get("/jobs").json()["count"] == 0
         assert small.get(f"/datasets/{dataset_id}").json()["image_count"] == 0
@@ -116,8 +128,7 @@ def test_uploads_are_refused_before_anything_is_stored_when_over_the_limit(clien
     assert files_under(settings.data_dir) == before
 
 
-def test_an_upload_whose_declared_size_would_pass_the_limit_is_refused(client: TestClient,
-                                                                      settings: Settings) -> None:
+def test_an_upload_whose_declared_size_would_pass_the_limit_is_refused(client: TestClient, settings: Settings) -> None:
     dataset_id = new_dataset(client, "growing")
     headroom_mb = usage(client)["total_bytes"] / MiB + 0.5
     big = [("big.png", image_bytes((90, 90, 90), size=600, noise=120), "image/png")]  # ~1 MiB of noise
@@ -126,8 +137,10 @@ def test_an_upload_whose_declared_size_would_pass_the_limit_is_refused(client: T
         refused(bounded.post(f"/datasets/{dataset_id}/images", files=[("files", f) for f in big]), upload_named=True)
         data, files = multipart({"red": big + pngs((200, 30, 30), 1), "blue": pngs((30, 30, 200), 2)}, epochs=1)
         refused(bounded.post("/train", data=data, files=files), upload_named=True)
-        refused(bounded.post("/models/import", files={"file": ("m.pth", b"x" * MiB, "application/octet-stream")}),
-                upload_named=True)
+        refused(
+            bounded.post("/models/import", files={"file": ("m.pth", b"x" * MiB, "application/octet-stream")}),
+            upload_named=True,
+        )
         assert bounded.get(f"/datasets/{dataset_id}").json()["image_count"] == 0
         small = bounded.post(f"/datasets/{dataset_id}/images", files=[("files", f) for f in pngs((0, 90, 0), 2)])
         assert small.status_code == 200, small.text
@@ -146,17 +159,25 @@ def test_the_service_checks_the_limit_for_callers_without_http(client: TestClien
             dataset_service.add_images(services, dataset_id, request)
         small = Upload("small.png", io.BytesIO(image_bytes((0, 90, 0), size=32)))
         added = dataset_service.add_images(
-            services, dataset_id, dataset_service.AddImages(groups=[dataset_service.ImageGroup("green", [small])]))
+            services, dataset_id, dataset_service.AddImages(groups=[dataset_service.ImageGroup("green", [small])])
+        )
         assert len(added["added"]) == 1
 
 
 def test_deleting_a_model_a_job_and_a_dataset_frees_their_files(client: TestClient, settings: Settings) -> None:
     root = settings.data_dir.resolve()
     other_id = new_dataset(client, "bystander")
-    assert client.post(f"/datasets/{other_id}/images", data={"label": "green"},
-                       files=[("files", f) for f in pngs((30, 200, 30), 2, seed=50)]).status_code == 200
-    data, files = multipart({"red": pngs((200, 30, 30), 4), "blue": pngs((30, 30, 200), 4, seed=20)},
-                            epochs=1, wait="true")
+    assert (
+        client.post(
+            f"/datasets/{other_id}/images",
+            data={"label": "green"},
+            files=[("files", f) for f in pngs((30, 200, 30), 2, seed=50)],
+        ).status_code
+        == 200
+    )
+    data, files = multipart(
+        {"red": pngs((200, 30, 30), 4), "blue": pngs((30, 30, 200), 4, seed=20)}, epochs=1, wait="true"
+    )
     job = client.post("/train", data=data, files=files).json()
     assert job["status"] == "succeeded", job
     job_id, model_id, dataset_id = job["job_id"], job["model_id"], job["dataset_id"]
@@ -202,10 +223,16 @@ def test_deleting_a_v1_job_frees_its_uploads(client: TestClient, settings: Setti
         for i, (_, content, _) in enumerate(pngs((200, 30, 30), 3, seed=30)):
             (folder / f"{i:032x}.img").write_bytes(content)
         with services.db.session() as session:
-            repo.create_job(session, job_id=some_id, params={"epochs": 1}, class_names=["red", "blue"],
-                            inputs=[{"file": f"{i:032x}.img", "label": "red"} for i in range(3)])
-            assert repo.set_job_status(session, job_id=some_id, expected=["queued"], status="failed",
-                                       finished_at=repo.now(), phase="done")
+            repo.create_job(
+                session,
+                job_id=some_id,
+                params={"epochs": 1},
+                class_names=["red", "blue"],
+                inputs=[{"file": f"{i:032x}.img", "label": "red"} for i in range(3)],
+            )
+            assert repo.set_job_status(
+                session, job_id=some_id, expected=["queued"], status="failed", finished_at=repo.now(), phase="done"
+            )
     root = settings.data_dir.resolve()
     before, used = files_under(root), usage(client)
     uploads = naming(before, job_id)
@@ -217,8 +244,9 @@ def test_deleting_a_v1_job_frees_its_uploads(client: TestClient, settings: Setti
     assert used["images_bytes"] - now["images_bytes"] == sum(before[p] for p in uploads)
 
 
-def test_root_answers_without_storage_while_the_database_is_unreachable(client: TestClient,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_root_answers_without_storage_while_the_database_is_unreachable(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def unreachable(db: object) -> int:
         raise OperationalError("SELECT pg_database_size(...)", {}, ConnectionRefusedError("connection refused"))
 

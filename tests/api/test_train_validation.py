@@ -56,7 +56,12 @@ def test_class_with_one_image_is_too_few(client, settings, colour_images) -> Non
 
 def test_class_of_identical_images_is_too_few(client, settings) -> None:
     same = [("a.png", image_bytes(BLUE), "image/png"), ("b.png", image_bytes(BLUE), "image/png")]
-    data, files = multipart({"red": [("r.png", image_bytes(RED), "image/png"), ("s.png", image_bytes(RED, size=32), "image/png")], "blue": same})
+    data, files = multipart(
+        {
+            "red": [("r.png", image_bytes(RED), "image/png"), ("s.png", image_bytes(RED, size=32), "image/png")],
+            "blue": same,
+        }
+    )
     assert_refused(client, settings, client.post("/train", data=data, files=files), 422, "too_few_images")
 
 
@@ -80,8 +85,17 @@ def test_every_bad_file_is_listed_by_position_and_name(client, settings, colour_
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("epochs", "0"), ("epochs", "201"), ("epochs", "abc"), ("epochs", "1e9"), ("epochs", "-1"),
-     ("test_split", "0"), ("test_split", "1.5"), ("augment_views", "99"), ("seed", "x")],
+    [
+        ("epochs", "0"),
+        ("epochs", "201"),
+        ("epochs", "abc"),
+        ("epochs", "1e9"),
+        ("epochs", "-1"),
+        ("test_split", "0"),
+        ("test_split", "1.5"),
+        ("augment_views", "99"),
+        ("seed", "x"),
+    ],
 )
 def test_out_of_range_options_are_refused(client, settings, two_classes, field, value) -> None:
     data, files = multipart(two_classes, **{field: value})
@@ -103,7 +117,13 @@ def test_named_backbone_without_weights_says_how_to_get_them(client, settings, t
 
 def test_unknown_ids_are_404_and_predict_without_model_is_409(client) -> None:
     missing = "0" * 32
-    for path in (f"/jobs/{missing}", f"/models/{missing}", f"/models/{missing}/checkpoint", f"/jobs/{missing}/events", "/nope"):
+    for path in (
+        f"/jobs/{missing}",
+        f"/models/{missing}",
+        f"/models/{missing}/checkpoint",
+        f"/jobs/{missing}/events",
+        "/nope",
+    ):
         response = client.get(path)
         assert response.status_code == 404 and response.json()["code"] == "not_found", path
     assert client.post(f"/jobs/{missing}/cancel").status_code == 404

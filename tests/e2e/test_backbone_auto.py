@@ -9,8 +9,9 @@ pytestmark = pytest.mark.slow
 
 def test_auto_compares_backbones_on_training_photos_only(live_client, cats_dogs_job) -> None:
     dataset_id = cats_dogs_job["dataset_id"]
-    job = live_client.post(f"/datasets/{dataset_id}/train",
-                           data={"backbone": "auto", "epochs": "3", "augment_views": "0", "wait": "true"}).json()
+    job = live_client.post(
+        f"/datasets/{dataset_id}/train", data={"backbone": "auto", "epochs": "3", "augment_views": "0", "wait": "true"}
+    ).json()
     assert job["status"] == "succeeded", job
     model = live_client.get(f"/models/{job['model_id']}").json()
     rows = model["metrics"]["backbone_selection"]

@@ -32,23 +32,36 @@ def retrained(live_client, cats_dogs_job) -> dict:
     before = {"total": tree_bytes(data_dir), "features": tree_bytes(data_dir / "features")}
     cats = photo_files(photos("cats_dogs", "train", "cats", start=100, count=NEW_PER_CLASS))
     dogs = photo_files(photos("cats_dogs", "train", "dogs", start=100, count=NEW_PER_CLASS))
-    added = client.post(f"/datasets/{dataset_id}/images", data={"label1": "cat", "label2": "dog"},
-                        files=[("files1", f) for f in cats] + [("files2", f) for f in dogs])
+    added = client.post(
+        f"/datasets/{dataset_id}/images",
+        data={"label1": "cat", "label2": "dog"},
+        files=[("files1", f) for f in cats] + [("files2", f) for f in dogs],
+    )
     assert added.status_code == 200, added.text
-    job = client.post(f"/datasets/{dataset_id}/train",
-                      data={"epochs": "5", "backbone": "efficientnet_lite0", "wait": "true"}).json()
+    job = client.post(
+        f"/datasets/{dataset_id}/train", data={"epochs": "5", "backbone": "efficientnet_lite0", "wait": "true"}
+    ).json()
     assert job["status"] == "succeeded", job
     second = client.get(f"/models/{job['model_id']}").json()
     new_photos = {a["image_id"] for a in added.json()["added"]}
-    return {"first": first, "second": second, "job": job, "added": added.json(), "new": new_photos,
-            "before": before, "data_dir": data_dir}
+    return {
+        "first": first,
+        "second": second,
+        "job": job,
+        "added": added.json(),
+        "new": new_photos,
+        "before": before,
+        "data_dir": data_dir,
+    }
 
 
 def test_a_retrain_computes_only_the_new_photos_features(retrained) -> None:
     first, second, job = retrained["first"], retrained["second"], retrained["job"]
     views = 1 + first["params"]["augment_views"]
     new_train = [i for i in second["data"]["train_image_ids"] if i in retrained["new"]]
-    new_held = [i for i in second["data"]["validation_image_ids"] + second["data"]["test_image_ids"] if i in retrained["new"]]
+    new_held = [
+        i for i in second["data"]["validation_image_ids"] + second["data"]["test_image_ids"] if i in retrained["new"]
+    ]
     assert second["metrics"]["features_extracted"] == len(new_train) * views + len(new_held)
     assert second["metrics"]["features_reused"] == first["metrics"]["features_extracted"]
     computed, reused = second["metrics"]["features_extracted"], second["metrics"]["features_reused"]
@@ -69,8 +82,11 @@ def test_a_retrain_stores_a_head_not_a_backbone(retrained) -> None:
     data_dir = retrained["data_dir"]
     model_dir = data_dir / "models" / retrained["second"]["model_id"]
     assert [p.name for p in model_dir.iterdir()] == ["head.pth"] and tree_bytes(model_dir) < 64 * 1024
-    photos_added = sum(p.stat().st_size for p in (data_dir / "datasets" / retrained["job"]["dataset_id"]).iterdir()
-                       if p.stem in retrained["new"])
+    photos_added = sum(
+        p.stat().st_size
+        for p in (data_dir / "datasets" / retrained["job"]["dataset_id"]).iterdir()
+        if p.stem in retrained["new"]
+    )
     features = tree_bytes(data_dir / "features") - retrained["before"]["features"]
     grown = tree_bytes(data_dir) - retrained["before"]["total"]
     # Photos, their features, a head, and a little database growth; a backbone copy would be ~14 MB.
@@ -86,8 +102,9 @@ def test_the_checkpoint_of_a_head_only_model_is_complete_and_matches_predict(liv
     assert "classifier.weight" in checkpoint["model_state_dict"] and len(checkpoint["model_state_dict"]) > 100
     predictor = Predictor.from_checkpoint(checkpoint)
     photo = photos("cats_dogs", "val", "dogs", start=3, count=1)[0]
-    served = live_client.post("/predict", data={"model_id": model_id},
-                              files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
+    served = live_client.post(
+        "/predict", data={"model_id": model_id}, files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+    ).json()
     local = predictor.predict([open_image(photo, draft_size=predictor.resize_size)], top_k=2)[0]
     assert served["prediction"] == local[0][0] == "dog"
     assert abs(served["confidence"] - local[0][1]) < 1e-3

@@ -29,13 +29,18 @@ def planted(live_client) -> dict:
     dogs = photos("cats_dogs", "train", "dogs", start=120, count=30)
     flipped = photos("cats_dogs", "train", "cats", start=150, count=3)
     flowers = [photos("flowers5", "sunflower", count=1)[0], photos("flowers5", "tulip", count=1)[0]]
-    unlabelled = photos("cats_dogs", "val", "cats", start=90, count=2) + photos("cats_dogs", "val", "dogs", start=90, count=2)
+    unlabelled = photos("cats_dogs", "val", "cats", start=90, count=2) + photos(
+        "cats_dogs", "val", "dogs", start=90, count=2
+    )
     dataset_id = client.post("/datasets", json={"name": "planted"}).json()["dataset_id"]
     assert client.get(f"/datasets/{dataset_id}/insights").json()["code"] == "no_insights"
 
     def add(label, files):
-        response = client.post(f"/datasets/{dataset_id}/images", data={"label": label} if label else {},
-                               files=[("files", f) for f in files])
+        response = client.post(
+            f"/datasets/{dataset_id}/images",
+            data={"label": label} if label else {},
+            files=[("files", f) for f in files],
+        )
         assert response.status_code == 200, response.text
         return response.json()["added"]
 
@@ -47,10 +52,20 @@ def planted(live_client) -> dict:
     job = client.post(f"/datasets/{dataset_id}/analyze", data={"wait": "true"}).json()
     assert job["status"] == "succeeded", job
     insights = client.get(f"/datasets/{dataset_id}/insights").json()
-    names = {i["image_id"]: i["filename"] for i in client.get(f"/datasets/{dataset_id}/images", params={"limit": 500}).json()["items"]}
-    return {"dataset_id": dataset_id, "insights": insights, "wrong": {w["image_id"] for w in wrong},
-            "copy": copy[0]["image_id"], "flowers": {f.name for f in flowers}, "names": names, "job": job,
-            "unlabelled": {p.name: p.parent.name.rstrip("s") for p in unlabelled}}
+    names = {
+        i["image_id"]: i["filename"]
+        for i in client.get(f"/datasets/{dataset_id}/images", params={"limit": 500}).json()["items"]
+    }
+    return {
+        "dataset_id": dataset_id,
+        "insights": insights,
+        "wrong": {w["image_id"] for w in wrong},
+        "copy": copy[0]["image_id"],
+        "flowers": {f.name for f in flowers},
+        "names": names,
+        "job": job,
+        "unlabelled": {p.name: p.parent.name.rstrip("s") for p in unlabelled},
+    }
 
 
 def test_flipped_labels_are_the_top_suspects(planted) -> None:
@@ -91,8 +106,10 @@ def test_unlabelled_photos_get_suggestions_and_balance_is_reported(planted) -> N
 
 def test_accepting_a_suggestion_is_a_relabel_and_makes_the_insights_stale(live_client, planted) -> None:
     suspect = planted["insights"]["suspect_labels"][0]
-    changed = live_client.patch(f"/datasets/{planted['dataset_id']}/images",
-                                json={"image_ids": [suspect["image_id"]], "label": suspect["suggested_label"]})
+    changed = live_client.patch(
+        f"/datasets/{planted['dataset_id']}/images",
+        json={"image_ids": [suspect["image_id"]], "label": suspect["suggested_label"]},
+    )
     assert changed.status_code == 200
     again = live_client.get(f"/datasets/{planted['dataset_id']}/insights").json()
     assert again["stale"] and again["current_version"] == again["dataset_version"] + 1

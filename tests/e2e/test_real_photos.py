@@ -27,7 +27,10 @@ def test_cats_vs_dogs_beats_85_percent_on_val_photos(live_client, cats_dogs_job)
     assert cats_dogs_job["message"].startswith("Training succeeded")
     epochs = [line for line in cats_dogs_job["log"] if line.startswith("Epoch")]
     assert len(epochs) == 5
-    assert all(re.fullmatch(r"Epoch \d/5 Loss: \d\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}", line) for line in epochs)
+    assert all(
+        re.fullmatch(r"Epoch \d/5 Loss: \d\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}", line)
+        for line in epochs
+    )
     val = {
         "cat": photos("cats_dogs", "val", "cats", count=20),
         "dog": photos("cats_dogs", "val", "dogs", count=20),
@@ -41,7 +44,11 @@ def test_model_record_and_checkpoint_match_the_design(live_client, cats_dogs_job
     assert model["data"]["per_class_counts"] == {"cat": 40, "dog": 40}
     data = model["data"]
     assert data["train_count"] + data["test_count"] == 80 and data["test_count"] == len(data["test_image_ids"])
-    assert 8 <= data["test_count"] <= 26 and data["dataset_version"] == 2 and data["dataset_id"] == cats_dogs_job["dataset_id"]
+    assert (
+        8 <= data["test_count"] <= 26
+        and data["dataset_version"] == 2
+        and data["dataset_id"] == cats_dogs_job["dataset_id"]
+    )
     assert len(model["data"]["content_hash"]) == 64 and model["data"]["split_seed"] == 0
     assert model["metrics"]["confusion_matrix"] and set(model["metrics"]["per_class"]) == {"cat", "dog"}
     path = tmp_path / "trained_model.pth"
@@ -56,8 +63,11 @@ def test_five_flower_classes_well_above_chance(live_client) -> None:
     classes = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
     data = {f"label{n}": name for n, name in enumerate(classes, start=1)}
     data.update(epochs="5", augment_views="1", wait="true", backbone="efficientnet_lite0")
-    files = [(f"files{n}", f) for n, name in enumerate(classes, start=1)
-             for f in photo_files(photos("flowers5", name, count=20))]
+    files = [
+        (f"files{n}", f)
+        for n, name in enumerate(classes, start=1)
+        for f in photo_files(photos("flowers5", name, count=20))
+    ]
     job = live_client.post("/train", data=data, files=files).json()
     assert job["status"] == "succeeded", job
     assert job["class_names"] == classes

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def val_photos() -> list[tuple[str, bytes, str]]:
-    return photo_files(photos("cats_dogs", "val", "cats", start=50, count=5) + photos("cats_dogs", "val", "dogs", start=50, count=5))
+    return photo_files(
+        photos("cats_dogs", "val", "cats", start=50, count=5) + photos("cats_dogs", "val", "dogs", start=50, count=5)
+    )
 
 
 def test_evaluation_report_is_complete(live_client, cats_dogs_job) -> None:
@@ -62,11 +64,13 @@ def test_min_confidence_answers_unknown_but_keeps_top_k(live_client, cats_dogs_j
     plain = live_client.post("/predict", data={"model_id": model_id}, files={"file": val_photos[0]}).json()
     assert plain["prediction"] == "cat"  # val_photos[0] is a cat
     confidence = plain["confidence"]
-    above = live_client.post("/predict", data={"model_id": model_id, "min_confidence": str(confidence / 2)},
-                             files={"file": val_photos[0]}).json()
+    above = live_client.post(
+        "/predict", data={"model_id": model_id, "min_confidence": str(confidence / 2)}, files={"file": val_photos[0]}
+    ).json()
     assert above["prediction"] == plain["prediction"]
-    below = live_client.post("/predict", data={"model_id": model_id, "min_confidence": "1.0"},
-                             files={"file": val_photos[0]}).json()
+    below = live_client.post(
+        "/predict", data={"model_id": model_id, "min_confidence": "1.0"}, files={"file": val_photos[0]}
+    ).json()
     if confidence < 1.0:
         assert below["prediction"] == "unknown"
     assert [r["label"] for r in below["top_k"]] == [r["label"] for r in plain["top_k"]]
@@ -79,7 +83,10 @@ def test_batch_predictions_match_single_ones_and_isolate_bad_files(live_client, 
     files = [("files", f) for f in val_photos[:3]] + [("files", ("notes.jpg", b"text", "image/jpeg"))]
     body = live_client.post("/predict/batch", data={"model_id": model_id, "top_k": "2"}, files=files).json()
     assert body["model_id"] == model_id and len(body["predictions"]) == 4
-    assert body["predictions"][3]["filename"] == "notes.jpg" and body["predictions"][3]["error"]["code"] == "unsupported_format"
+    assert (
+        body["predictions"][3]["filename"] == "notes.jpg"
+        and body["predictions"][3]["error"]["code"] == "unsupported_format"
+    )
     for photo, entry in zip(val_photos[:3], body["predictions"]):
         single = live_client.post("/predict", data={"model_id": model_id}, files={"file": photo}).json()
         assert entry["filename"] == photo[0] and entry["prediction"] == single["prediction"]
@@ -112,7 +119,9 @@ def test_onnx_export_with_metadata_alone_agrees_with_predict(live_client, cats_d
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     for photo, row in zip(val_photos, probs):
-        served = live_client.post("/predict", data={"model_id": cats_dogs_job["model_id"]}, files={"file": photo}).json()
+        served = live_client.post(
+            "/predict", data={"model_id": cats_dogs_job["model_id"]}, files={"file": photo}
+        ).json()
         assert names[int(row.argmax())] == served["prediction"]
         assert abs(float(row.max()) - served["confidence"]) < 0.02
 
@@ -125,8 +134,9 @@ def test_torchscript_export_carries_metadata_and_agrees(live_client, cats_dogs_j
     extra = {"vt.class_names": "", "vt.mean": "", "vt.input_size": "", "vt.temperature": ""}
     module = torch.jit.load(str(path), _extra_files=extra)
     assert json.loads(extra["vt.class_names"]) == ["cat", "dog"] and int(extra["vt.input_size"]) == 224
-    checkpoint = torch.load(io.BytesIO(live_client.get(f"/models/{cats_dogs_job['model_id']}/checkpoint").content),
-                            weights_only=True)
+    checkpoint = torch.load(
+        io.BytesIO(live_client.get(f"/models/{cats_dogs_job['model_id']}/checkpoint").content), weights_only=True
+    )
     assert float(extra["vt.temperature"]) == pytest.approx(checkpoint["temperature"])
     with torch.inference_mode():
         assert module(torch.zeros(3, 3, 224, 224)).shape == (3, 2)
@@ -135,8 +145,12 @@ def test_torchscript_export_carries_metadata_and_agrees(live_client, cats_dogs_j
 
 
 def test_default_alias_rename_and_delete(live_client, cats_dogs_job, colour_images, tmp_path) -> None:
-    data, files = multipart({"red": colour_images((220, 30, 30), 4), "blue": colour_images((30, 30, 220), 4)},
-                            epochs="2", wait="true", augment_views="0")
+    data, files = multipart(
+        {"red": colour_images((220, 30, 30), 4), "blue": colour_images((30, 30, 220), 4)},
+        epochs="2",
+        wait="true",
+        augment_views="0",
+    )
     extra = live_client.post("/train", data=data, files=files).json()
     assert extra["status"] == "succeeded"
     extra_id, keep_id = extra["model_id"], cats_dogs_job["model_id"]
@@ -157,8 +171,11 @@ def test_default_alias_rename_and_delete(live_client, cats_dogs_job, colour_imag
     assert (data_dir / "models" / extra_id).is_dir()
     assert live_client.delete(f"/models/{extra_id}").status_code == 204
     assert not (data_dir / "models" / extra_id).exists()
-    for response in (live_client.get(f"/models/{extra_id}"), live_client.delete(f"/models/{extra_id}"),
-                     live_client.post("/predict", data={"model_id": extra_id}, files={"file": photo})):
+    for response in (
+        live_client.get(f"/models/{extra_id}"),
+        live_client.delete(f"/models/{extra_id}"),
+        live_client.post("/predict", data={"model_id": extra_id}, files={"file": photo}),
+    ):
         assert response.status_code == 404
     assert live_client.get("/models/default").json()["code"] == "no_default"
     assert live_client.post("/predict", files={"file": photo}).status_code == 200  # newest remaining model
@@ -181,8 +198,11 @@ class _Exploit:
 
 def test_import_our_checkpoint_and_refuse_a_malicious_pickle(live_client, cats_dogs_job, val_photos, tmp_path) -> None:
     content = live_client.get(f"/models/{cats_dogs_job['model_id']}/checkpoint").content
-    imported = live_client.post("/models/import", data={"name": "copy"},
-                                files={"file": ("trained_model.pth", content, "application/octet-stream")})
+    imported = live_client.post(
+        "/models/import",
+        data={"name": "copy"},
+        files={"file": ("trained_model.pth", content, "application/octet-stream")},
+    )
     assert imported.status_code == 201, imported.text
     model = imported.json()
     assert model["metrics"] is None and model["job_id"] is None and model["class_names"] == ["cat", "dog"]

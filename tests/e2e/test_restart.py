@@ -16,8 +16,14 @@ def test_job_killed_mid_training_runs_again_after_restart(tmp_path: Path, server
     data_dir = tmp_path / "data"
     first = Server(data_dir, tmp_path / "server.log")
     servers.append(first)
-    small = {"label1": "cat", "label2": "dog", "epochs": "2", "augment_views": "0", "wait": "true",
-             "backbone": "efficientnet_lite0"}
+    small = {
+        "label1": "cat",
+        "label2": "dog",
+        "epochs": "2",
+        "augment_views": "0",
+        "wait": "true",
+        "backbone": "efficientnet_lite0",
+    }
     small_files = [("files1", f) for f in photo_files(photos("cats_dogs", "train", "cats", count=5))]
     small_files += [("files2", f) for f in photo_files(photos("cats_dogs", "train", "dogs", count=5))]
     before = first.client.post("/train", data=small, files=small_files).json()
@@ -27,8 +33,12 @@ def test_job_killed_mid_training_runs_again_after_restart(tmp_path: Path, server
     long_files += [("files2", f) for f in photo_files(photos("cats_dogs", "train", "dogs", count=60))]
     data = {"label1": "cat", "label2": "dog", "epochs": "3", "augment_views": "3", "backbone": "efficientnet_lite0"}
     job_id = first.client.post("/train", data=data, files=long_files).json()["job_id"]
-    mid = wait_for_job(first.client, job_id, timeout=120,
-                       until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0)
+    mid = wait_for_job(
+        first.client,
+        job_id,
+        timeout=120,
+        until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0,
+    )
     # The server keeps answering while the job trains.
     val = photo_files(photos("cats_dogs", "val", "cats", count=1))[0]
     assert first.client.get("/").status_code == 200
@@ -50,6 +60,9 @@ def test_job_killed_mid_training_runs_again_after_restart(tmp_path: Path, server
     assert len([f for f in data_dir_files(data_dir) if f.startswith("models/")]) == 2
     old = second.client.post("/predict", data={"model_id": before["model_id"]}, files={"file": val})
     assert old.status_code == 200  # the model trained before the kill answers exactly as it did
-    assert (old.json()["prediction"], old.json()["confidence"]) == (during.json()["prediction"], during.json()["confidence"])
+    assert (old.json()["prediction"], old.json()["confidence"]) == (
+        during.json()["prediction"],
+        during.json()["confidence"],
+    )
     new = second.client.post("/predict", files={"file": val}).json()
     assert new["model_id"] == job["model_id"]

@@ -64,7 +64,9 @@ def test_efficientnet_lite_weights_are_real_imagenet_weights(name: str) -> None:
     transform = eval_transform(spec.preprocessing())
     hits = {}
     for kind, wanted in (("cats", CAT_CLASSES), ("dogs", DOG_CLASSES)):
-        batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in photos("cats_dogs", "val", kind, count=8)])
+        batch = torch.stack(
+            [transform(Image.open(p).convert("RGB")) for p in photos("cats_dogs", "val", kind, count=8)]
+        )
         with torch.inference_mode():
             top1 = imagenet_head(model(batch)).argmax(1).tolist()
         hits[kind] = sum(c in wanted for c in top1)
@@ -77,7 +79,9 @@ def test_resnet18_weights_load_from_the_torch_hub_cache(tmp_path: Path, monkeypa
     spec = resolve_backbone("resnet18")
     assert not weights_available(spec)
     generated = spec.build().state_dict()
-    generated = {k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v for k, v in generated.items()}
+    generated = {
+        k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v for k, v in generated.items()
+    }
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(generated, cache / "resnet18-f37072fd.pth")
@@ -90,7 +94,9 @@ def test_resnet18_weights_load_from_the_torch_hub_cache(tmp_path: Path, monkeypa
     assert "fc.weight" not in loaded  # the head is replaced by Identity for feature extraction
 
 
-def test_resnet18_without_cached_weights_says_how_to_provide_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resnet18_without_cached_weights_says_how_to_provide_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="resnet18-f37072fd.pth"):
         create_backbone(resolve_backbone("resnet18"), num_classes=2, pretrained=True)

@@ -31,17 +31,50 @@ def test_memorised_noise_is_not_predicted_out_of_fold() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(200, 512, generator=generator)
     labels = torch.randint(0, 2, (200,), generator=generator)
-    cv = cross_validate(x, labels, items(labels.tolist()), views=1, num_classes=2, epochs=60, lr=0.05,
-                        momentum=0.9, batch_size=32, seed=0)
+    cv = cross_validate(
+        x,
+        labels,
+        items(labels.tolist()),
+        views=1,
+        num_classes=2,
+        epochs=60,
+        lr=0.05,
+        momentum=0.9,
+        batch_size=32,
+        seed=0,
+    )
     assert cv is not None and len(cv.fold_accuracies) == 5
     assert 0.3 < cv.mean < 0.7
     separable = x[:, :1] * 0 + labels.view(-1, 1).float() * 4 - 2 + torch.randn(200, 1, generator=generator) * 0.1
-    clean = cross_validate(torch.cat([separable, x[:, :8]], 1), labels, items(labels.tolist()), views=1,
-                           num_classes=2, epochs=20, lr=0.05, momentum=0.9, batch_size=32, seed=0)
+    clean = cross_validate(
+        torch.cat([separable, x[:, :8]], 1),
+        labels,
+        items(labels.tolist()),
+        views=1,
+        num_classes=2,
+        epochs=20,
+        lr=0.05,
+        momentum=0.9,
+        batch_size=32,
+        seed=0,
+    )
     assert clean is not None and clean.mean > 0.95 and clean.logits.shape == (200, 2)
 
 
 def test_too_small_classes_give_no_folds() -> None:
     x = torch.randn(5, 8)
-    assert cross_validate(x, torch.tensor([0, 0, 0, 0, 1]), items([0, 0, 0, 0, 1]), views=1, num_classes=2,
-                          epochs=1, lr=0.01, momentum=0.9, batch_size=4, seed=0) is None
+    assert (
+        cross_validate(
+            x,
+            torch.tensor([0, 0, 0, 0, 1]),
+            items([0, 0, 0, 0, 1]),
+            views=1,
+            num_classes=2,
+            epochs=1,
+            lr=0.01,
+            momentum=0.9,
+            batch_size=4,
+            seed=0,
+        )
+        is None
+    )

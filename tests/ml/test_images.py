@@ -71,10 +71,15 @@ def tiff_with_rational_size() -> bytes:
     import struct
 
     entries = [(256, 5, 1, 8 + 2 + 12 * 4 + 4), (257, 3, 1, 16), (258, 3, 1, 8), (259, 3, 1, 1)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", value) if kind == 5 else struct.pack("<HH", value, 0))
-        for tag, kind, count, value in entries
-    ) + struct.pack("<I", 0)
+    ifd = (
+        struct.pack("<H", len(entries))
+        + b"".join(
+            struct.pack("<HHI", tag, kind, count)
+            + (struct.pack("<I", value) if kind == 5 else struct.pack("<HH", value, 0))
+            for tag, kind, count, value in entries
+        )
+        + struct.pack("<I", 0)
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<II", 24, 1) + b"\x00" * 64
 
 

@@ -34,8 +34,13 @@ from vision_trainer.ml.runtime import RuntimeOptions, build_extractor
 
 @pytest.mark.parametrize(
     ("correct", "total", "low", "high"),
-    [(8, 10, 0.4902, 0.9433), (50, 100, 0.4038, 0.5962), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0),
-     (95, 100, 0.8883, 0.9785)],
+    [
+        (8, 10, 0.4902, 0.9433),
+        (50, 100, 0.4038, 0.5962),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (95, 100, 0.8883, 0.9785),
+    ],
 )
 def test_wilson_interval_matches_published_values(correct: int, total: int, low: float, high: float) -> None:
     got = wilson_interval(correct, total)
@@ -162,8 +167,12 @@ def test_fingerprints_confirm_duplicates_on_the_pixels() -> None:
 
 @pytest.mark.parametrize(
     ("labels", "in_test", "kind"),
-    [([0, 1], [False, False], "cross_class"), ([0, 0], [False, True], "cross_split"),
-     ([0, 0, None], [False, False, False], "same_class"), ([1, -1], [True, False], "cross_split")],
+    [
+        ([0, 1], [False, False], "cross_class"),
+        ([0, 0], [False, True], "cross_split"),
+        ([0, 0, None], [False, False, False], "same_class"),
+        ([1, -1], [True, False], "cross_split"),
+    ],
 )
 def test_duplicate_kind(labels: list[int | None], in_test: list[bool], kind: str) -> None:
     assert duplicate_kind(labels, in_test) == kind
@@ -172,7 +181,9 @@ def test_duplicate_kind(labels: list[int | None], in_test: list[bool], kind: str
 def test_foreign_photos_top_the_outliers_and_clean_data_gives_a_short_list() -> None:
     features, labels = clusters(per_class=80)
     rng = np.random.default_rng(5)
-    foreign = np.abs(rng.gamma(1.0, 1.0, size=(1, features.shape[1])) * 1.5 + rng.normal(0, 0.9, (4, features.shape[1])))
+    foreign = np.abs(
+        rng.gamma(1.0, 1.0, size=(1, features.shape[1])) * 1.5 + rng.normal(0, 0.9, (4, features.shape[1]))
+    )
     everything = np.concatenate([features, foreign.astype(np.float32)])
     noisy_labels = np.concatenate([labels, [0, 1, 2, -1]])
     found = outliers(outlier_scores(everything, noisy_labels))
@@ -235,7 +246,9 @@ def planted_cats_dogs(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndar
     flowers = photos("flowers5", "rose", count=1) + photos("flowers5", "sunflower", count=1)
     copy = work / "copy.jpg"
     with Image.open(cats[7]) as image:
-        image.convert("RGB").resize((round(image.width * 0.9), round(image.height * 0.9))).save(copy, "JPEG", quality=72)
+        image.convert("RGB").resize((round(image.width * 0.9), round(image.height * 0.9))).save(
+            copy, "JPEG", quality=72
+        )
     chart = work / "chart.png"
     canvas = Image.new("RGB", (320, 240), "white")
     draw = ImageDraw.Draw(canvas)
@@ -248,8 +261,9 @@ def planted_cats_dogs(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndar
     flipped = [3, 21, 40, 55, 77, 90]
     labels[flipped] = 1 - labels[flipped]
     spec = resolve_backbone("efficientnet_lite0")
-    extractor = build_extractor(pretrained_backbone(spec), name=spec.name, input_size=spec.input_size,
-                                options=RuntimeOptions(kind="torch"))
+    extractor = build_extractor(
+        pretrained_backbone(spec), name=spec.name, input_size=spec.input_size, options=RuntimeOptions(kind="torch")
+    )
     prep = spec.preprocessing()
     dataset = ImageDataset([LabelledImage(p, 0, "") for p in paths], [plain_view(prep)], draft_size=spec.resize_size)
     features, _ = extract_features(extractor, dataset, normalize=Normalizer(prep), device="cpu")

@@ -29,25 +29,34 @@ def test_onnx_features_match_pytorch(name: str, tmp_path: Path) -> None:
     spec = resolve_backbone(name)
     torch.manual_seed(0)
     backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
-    onnx = build_extractor(backbone, name=spec.name, input_size=spec.input_size,
-                           options=RuntimeOptions("onnx", cache_dir=tmp_path))
+    onnx = build_extractor(
+        backbone, name=spec.name, input_size=spec.input_size, options=RuntimeOptions("onnx", cache_dir=tmp_path)
+    )
     assert isinstance(onnx, OnnxExtractor) and onnx.path.parent == tmp_path
     batch = torch.randn(3, 3, spec.input_size, spec.input_size)
     with torch.inference_mode():
         reference = backbone(batch)
     assert torch.allclose(onnx(batch), reference, rtol=1e-4, atol=1e-3)
-    again = build_extractor(backbone, name=spec.name, input_size=spec.input_size,
-                            options=RuntimeOptions("onnx", cache_dir=tmp_path))
+    again = build_extractor(
+        backbone, name=spec.name, input_size=spec.input_size, options=RuntimeOptions("onnx", cache_dir=tmp_path)
+    )
     assert again is onnx and len(list(tmp_path.glob("*.onnx"))) == 1  # exported once, session shared
 
 
 def test_onnx_predictor_gives_the_same_predictions_as_pytorch(tmp_path: Path) -> None:
     spec = resolve_backbone("efficientnet_lite0")
     model = freeze(create_backbone(spec, num_classes=3, pretrained=True))
-    checkpoint = build_checkpoint(model_state_dict=model.state_dict(), class_names=["a", "b", "c"],
-                                  backbone=spec.name, preprocessing=spec.preprocessing(), temperature=1.7)
-    images = [open_image(image_bytes(c, size=120, noise=30, seed=i)) for i, c in
-              enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200), (120, 120, 120)])]
+    checkpoint = build_checkpoint(
+        model_state_dict=model.state_dict(),
+        class_names=["a", "b", "c"],
+        backbone=spec.name,
+        preprocessing=spec.preprocessing(),
+        temperature=1.7,
+    )
+    images = [
+        open_image(image_bytes(c, size=120, noise=30, seed=i))
+        for i, c in enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200), (120, 120, 120)])
+    ]
     batch = torch.stack([eval_transform(spec.preprocessing())(image) for image in images])
     with torch.inference_mode():
         plain = torch.softmax(model(batch) / 1.7, dim=1)

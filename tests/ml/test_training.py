@@ -50,7 +50,10 @@ def test_training_logs_every_epoch_in_the_seed_shape(trained) -> None:
     assert len(lines) == 18 and all(LOG_LINE.match(line) for line in lines[1:16])
     # then the test accuracy with its interval, and (a handful of test photos) the warning that it is rough
     assert lines[16].startswith("Test accuracy ") and "95 % interval" in lines[16] and "cross-validated" in lines[16]
-    assert lines[17].startswith("Test accuracy ") and f"is rough: it rests on {len(trained[3].test)} test photo(s)" in lines[17]
+    assert (
+        lines[17].startswith("Test accuracy ")
+        and f"is rough: it rests on {len(trained[3].test)} test photo(s)" in lines[17]
+    )
     assert [row["epoch"] for row in result.history] == list(range(1, 16))
     assert phases[0] == "preparing" and "extracting" in phases and "training" in phases
 
@@ -71,7 +74,9 @@ def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
     assert metrics["images_through_backbone"] == 2 * metrics["train_count"] + len(split.test)
     assert metrics["calibration"]["temperature"] == result.temperature > 0
     assert 0 <= metrics["calibration"]["ece_after"] <= 1 and 0 <= metrics["calibration"]["ece_before"] <= 1
-    wrong = sum(sum(row) for row in metrics["confusion_matrix"]) - sum(metrics["confusion_matrix"][i][i] for i in range(3))
+    wrong = sum(sum(row) for row in metrics["confusion_matrix"]) - sum(
+        metrics["confusion_matrix"][i][i] for i in range(3)
+    )
     assert len(metrics["misclassified"]) == wrong
     test_ids = {item.path.stem for item in split.test}
     assert all(m["image_id"] in test_ids for m in metrics["misclassified"])
@@ -85,16 +90,32 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Pat
     # random one train_classifier built after seeding torch with config.seed).
     torch.manual_seed(0)
     backbone = create_backbone(spec, num_classes=None, pretrained=False)
-    head = build_head_checkpoint(head_state_dict=result.head_state, class_names=["red", "blue", "green"],
-                                 backbone="resnet18", backbone_fingerprint=result.backbone_fingerprint,
-                                 preprocessing=spec.preprocessing(), metrics=result.metrics)
+    head = build_head_checkpoint(
+        head_state_dict=result.head_state,
+        class_names=["red", "blue", "green"],
+        backbone="resnet18",
+        backbone_fingerprint=result.backbone_fingerprint,
+        preprocessing=spec.preprocessing(),
+        metrics=result.metrics,
+    )
     assert set(head["head_state_dict"]) == {"fc.weight", "fc.bias"}
     save_checkpoint(path, full_checkpoint(head, backbone.state_dict()))
     assert [p.name for p in tmp_path.iterdir()] == ["trained_model.pth"]  # no temp file left behind
     checkpoint = load_checkpoint(path)
-    assert {"format_version", "model_state_dict", "class_names", "backbone", "preprocessing", "temperature",
-            "metrics", "created_at"} <= set(checkpoint)
-    assert "fc.weight" in checkpoint["model_state_dict"] and checkpoint["model_state_dict"]["fc.weight"].shape == (3, 512)
+    assert {
+        "format_version",
+        "model_state_dict",
+        "class_names",
+        "backbone",
+        "preprocessing",
+        "temperature",
+        "metrics",
+        "created_at",
+    } <= set(checkpoint)
+    assert "fc.weight" in checkpoint["model_state_dict"] and checkpoint["model_state_dict"]["fc.weight"].shape == (
+        3,
+        512,
+    )
 
     images = [open_image(item.path) for item in split.test]
     batch = torch.stack([eval_transform(spec.preprocessing())(image) for image in images])
@@ -125,9 +146,13 @@ def test_cancellation_stops_between_batches(tmp_path: Path) -> None:
         return len(calls) > 1
 
     with pytest.raises(TrainingCancelled):
-        train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"],
-                         TrainConfig(epochs=3, augment_views=0, pretrained=False, batch_size=2),
-                         TrainingHooks(should_stop=stop))
+        train_classifier(
+            resolve_backbone("resnet18"),
+            split,
+            ["r", "b", "g"],
+            TrainConfig(epochs=3, augment_views=0, pretrained=False, batch_size=2),
+            TrainingHooks(should_stop=stop),
+        )
 
 
 def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss() -> None:
@@ -144,7 +169,9 @@ def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss() -> None:
     config = TrainConfig(epochs=30, patience=2, early_stopping=True)
     history, best_epoch = fit_head(head, (x, y), (x, y), config, TrainingHooks(log=lines.append), validation=validation)
     assert best_epoch == 1 and len(history) == 3
-    assert lines[-1] == "Early stopping after epoch 3: the validation loss has not improved for 2 epochs; keeping epoch 1"
+    assert (
+        lines[-1] == "Early stopping after epoch 3: the validation loss has not improved for 2 epochs; keeping epoch 1"
+    )
     fit_head(restored, (x, y), (x, y), TrainConfig(epochs=1), TrainingHooks())
     assert torch.allclose(head.weight, restored.weight)  # the kept head is epoch 1's
 

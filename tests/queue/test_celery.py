@@ -37,7 +37,11 @@ class Worker:
         self.log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vision_trainer.cli", "worker", "--concurrency", "1"],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -154,7 +158,9 @@ def test_two_workers_run_six_jobs_each_exactly_once_and_stream_progress(cluster)
     assert "progress" in kinds and "log" in kinds and kinds[-1] == "status"
     assert events[-1][1]["status"] == "succeeded" and events[-1][1]["model_id"] == jobs[-1]["model_id"]
     assert any(data.get("phase") == "extracting" for kind, data in events if kind == "progress")
-    predicted = cluster.client.post("/predict", files={"file": ("x.png", image_bytes(COLOURS[0], size=64), "image/png")})
+    predicted = cluster.client.post(
+        "/predict", files={"file": ("x.png", image_bytes(COLOURS[0], size=64), "image/png")}
+    )
     assert predicted.status_code == 200 and predicted.json()["prediction"] == "red"
     metrics = cluster.client.get("/metrics").text
     assert 'vision_trainer_jobs{status="succeeded"} 6.0' in metrics
@@ -164,8 +170,12 @@ def test_two_workers_run_six_jobs_each_exactly_once_and_stream_progress(cluster)
 def test_a_worker_killed_mid_job_loses_nothing(cluster, capsys) -> None:
     first, _ = cluster.start_workers(2)
     long_job = cluster.submit(per_class=40, size=160, views=4, epochs=3)
-    job = wait_for_job(cluster.client, long_job, timeout=120,
-                       until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0)
+    job = wait_for_job(
+        cluster.client,
+        long_job,
+        timeout=120,
+        until=lambda j: j["progress"]["phase"] == "extracting" and j["progress"]["done"] > 0,
+    )
     short_jobs = [cluster.submit() for _ in range(2)]
     assert 0 < job["progress"]["done"] < job["progress"]["total"]
     victim = cluster.worker_holding(job)
@@ -182,10 +192,15 @@ def test_a_worker_killed_mid_job_loses_nothing(cluster, capsys) -> None:
     metrics = cluster.client.get("/metrics").text
     assert 'vision_trainer_jobs{status="succeeded"} 3.0' in metrics
     with capsys.disabled():  # the numbers behind the README's "Scaling out" claims
-        print(f"\nkilled at done={job['progress']['done']}/{job['progress']['total']}; claimed again "
-              f"{requeued_after:.1f} s later by {requeued['worker']}; succeeded {finished_after:.1f} s after the kill")
-        print("\n".join(line for line in metrics.splitlines() if line.startswith("vision_trainer_")
-                        and "_bucket" not in line))
+        print(
+            f"\nkilled at done={job['progress']['done']}/{job['progress']['total']}; claimed again "
+            f"{requeued_after:.1f} s later by {requeued['worker']}; succeeded {finished_after:.1f} s after the kill"
+        )
+        print(
+            "\n".join(
+                line for line in metrics.splitlines() if line.startswith("vision_trainer_") and "_bucket" not in line
+            )
+        )
 
 
 def test_cancel_reaches_a_job_on_a_remote_worker(cluster) -> None:
@@ -202,12 +217,22 @@ def test_cancel_reaches_a_job_on_a_remote_worker(cluster) -> None:
 
 def test_worker_refuses_to_start_without_broker_database_or_data_dir(tmp_path, redis_server, postgres_url) -> None:
     data_dir = tmp_path / "data"
-    base = {**os.environ, "VT_DATA_DIR": str(data_dir), "VT_BROKER_URL": redis_server.url,
-            "VT_DATABASE_URL": postgres_url}
+    base = {
+        **os.environ,
+        "VT_DATA_DIR": str(data_dir),
+        "VT_BROKER_URL": redis_server.url,
+        "VT_DATABASE_URL": postgres_url,
+    }
 
     def refusal(**env: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "vision_trainer.cli", "worker"], cwd=REPO,
-                                env={**base, **env}, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "vision_trainer.cli", "worker"],
+            cwd=REPO,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2, result.stdout + result.stderr
         return result.stderr
 

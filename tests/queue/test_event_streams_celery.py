@@ -23,8 +23,12 @@ pytestmark = pytest.mark.slow
 def celery_cluster(tmp_path, redis_server, postgres_url) -> Iterator[Cluster]:
     """An API with VT_JOB_BACKEND=celery (no worker yet) on fresh Redis and PostgreSQL databases."""
     redis_server.flush()
-    env = {"VT_JOB_BACKEND": "celery", "VT_BROKER_URL": redis_server.url, "VT_DATABASE_URL": postgres_url,
-           "VT_AUGMENT_VIEWS": "0"}
+    env = {
+        "VT_JOB_BACKEND": "celery",
+        "VT_BROKER_URL": redis_server.url,
+        "VT_DATABASE_URL": postgres_url,
+        "VT_AUGMENT_VIEWS": "0",
+    }
     started = Cluster(tmp_path, env)
     yield started
     started.stop()

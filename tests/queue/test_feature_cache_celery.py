@@ -16,8 +16,10 @@ def test_two_workers_write_the_same_features_at_once(cluster) -> None:  # noqa: 
     client = cluster.client
     dataset_id = client.post("/datasets", json={"name": "shared"}).json()["dataset_id"]
     for label, colour in zip(("red", "blue"), COLOURS):
-        files = [("files", (f"{label}{i}.png", image_bytes(colour, size=96, noise=20, seed=i), "image/png"))
-                 for i in range(16)]
+        files = [
+            ("files", (f"{label}{i}.png", image_bytes(colour, size=96, noise=20, seed=i), "image/png"))
+            for i in range(16)
+        ]
         assert client.post(f"/datasets/{dataset_id}/images", data={"label": label}, files=files).status_code == 200
     options = {"epochs": "2", "augment_views": "2", "backbone": "efficientnet_lite0"}
     first = [client.post(f"/datasets/{dataset_id}/train", data=options).json()["job_id"] for _ in range(2)]
@@ -31,6 +33,8 @@ def test_two_workers_write_the_same_features_at_once(cluster) -> None:  # noqa: 
     sizes = {np.load(p).shape for p in entries}
     assert sizes == {(1280,)}
     # Every view of every photo is in the cache now: a third job computes nothing.
-    third = wait_for_job(client, client.post(f"/datasets/{dataset_id}/train", data=options).json()["job_id"], timeout=240)
+    third = wait_for_job(
+        client, client.post(f"/datasets/{dataset_id}/train", data=options).json()["job_id"], timeout=240
+    )
     assert third["status"] == "succeeded" and third["metrics"]["features_extracted"] == 0
     assert third["metrics"]["features_reused"] == len(entries)

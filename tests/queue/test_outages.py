@@ -63,8 +63,12 @@ class Poller:
 
 def celery_env(broker_url: str, database_url: str) -> dict[str, str]:
     return {
-        "VT_JOB_BACKEND": "celery", "VT_BROKER_URL": broker_url, "VT_DATABASE_URL": database_url,
-        "VT_AUGMENT_VIEWS": "0", "VT_HEARTBEAT_INTERVAL_S": "0.5", "VT_HEARTBEAT_TIMEOUT_S": "5",
+        "VT_JOB_BACKEND": "celery",
+        "VT_BROKER_URL": broker_url,
+        "VT_DATABASE_URL": database_url,
+        "VT_AUGMENT_VIEWS": "0",
+        "VT_HEARTBEAT_INTERVAL_S": "0.5",
+        "VT_HEARTBEAT_TIMEOUT_S": "5",
         "VT_SWEEP_INTERVAL_S": "1",
     }
 
@@ -115,8 +119,10 @@ def test_postgres_stopped_while_a_worker_trains(tmp_path: Path, redis_server, ow
         assert "the database cannot be reached" in worker_log and "the database is back" in worker_log
         assert cluster.client.get("/health/ready").status_code == 200
         with capsys.disabled():
-            print(f"\nPostgreSQL down {OUTAGE_S} s at {before['phase']} {before['done']}/{before['total']}: "
-                  f"GET /jobs/{{id}} answered {dict(poller.codes)}; the job succeeded, attempts {job['attempts']}")
+            print(
+                f"\nPostgreSQL down {OUTAGE_S} s at {before['phase']} {before['done']}/{before['total']}: "
+                f"GET /jobs/{{id}} answered {dict(poller.codes)}; the job succeeded, attempts {job['attempts']}"
+            )
     finally:
         cluster.stop()
 
@@ -135,7 +141,9 @@ def test_redis_killed_and_restarted_while_a_worker_trains(tmp_path: Path, own_re
         jobs = assert_each_job_succeeded_once(cluster, [job_id, next_job])
         assert [j["attempts"] for j in jobs] == [1, 1]
         with capsys.disabled():
-            print(f"\nRedis killed mid-job and restarted 3 s later: GET /jobs/{{id}} answered {dict(poller.codes)}; "
-                  f"the job succeeded, attempts {job['attempts']}; a job submitted afterwards succeeded too")
+            print(
+                f"\nRedis killed mid-job and restarted 3 s later: GET /jobs/{{id}} answered {dict(poller.codes)}; "
+                f"the job succeeded, attempts {job['attempts']}; a job submitted afterwards succeeded too"
+            )
     finally:
         cluster.stop()

@@ -20,7 +20,11 @@ from vision_trainer.store.db import MIGRATIONS, Database
 from ..conftest import image_bytes, make_settings, wait_for_job
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "v1-data"
-FINISHED_JOB, MODEL, QUEUED_JOB = "a55f8536071649e187ee7134e659107a", "8412a8731e2d473789a182ab7327367c", "6c664e2b2ad0443781e10460fde4e176"
+FINISHED_JOB, MODEL, QUEUED_JOB = (
+    "a55f8536071649e187ee7134e659107a",
+    "8412a8731e2d473789a182ab7327367c",
+    "6c664e2b2ad0443781e10460fde4e176",
+)
 RED, BLUE = (200, 30, 30), (30, 30, 200)
 
 
@@ -29,8 +33,15 @@ def v1_checkpoint(path: Path) -> None:
     spec = resolve_backbone("efficientnet_lite0")
     model = create_backbone(spec, num_classes=2, pretrained=True)
     torch.manual_seed(0)
-    save_checkpoint(path, build_checkpoint(model_state_dict=model.state_dict(), class_names=["red", "blue"],
-                                           backbone=spec.name, preprocessing=spec.preprocessing()))
+    save_checkpoint(
+        path,
+        build_checkpoint(
+            model_state_dict=model.state_dict(),
+            class_names=["red", "blue"],
+            backbone=spec.name,
+            preprocessing=spec.preprocessing(),
+        ),
+    )
 
 
 def check_upgraded(client: TestClient) -> None:
@@ -84,7 +95,9 @@ def test_a_v1_postgresql_database_upgrades_at_start_up(tmp_path: Path, postgres_
         for table in ("jobs", "job_events", "models", "aliases"):
             rows = [dict(row._mapping) for row in old.execute(meta.tables[table].select())]
             new.execute(target.tables[table].insert(), rows)
-        new.exec_driver_sql("SELECT setval(pg_get_serial_sequence('job_events', 'id'), (SELECT max(id) FROM job_events))")
+        new.exec_driver_sql(
+            "SELECT setval(pg_get_serial_sequence('job_events', 'id'), (SELECT max(id) FROM job_events))"
+        )
     source.dispose()
     database.dispose()
 

@@ -34,7 +34,9 @@ def drop_files(page: Page, target: object, paths: list[Path]) -> None:
     transfer = page.evaluate_handle(
         "files => { const t = new DataTransfer(); for (const [name, data] of files) {"
         " const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0)); t.items.add(new File([bytes], name)); }"
-        " return t; }", files)
+        " return t; }",
+        files,
+    )
     target.dispatch_event("drop", {"dataTransfer": transfer})
 
 
@@ -74,8 +76,10 @@ def test_build_a_dataset_train_fix_and_retrain(open_page, server: Server, tmp_pa
     page.testid("photos-title").filter(has_text=f"dog: {PER_CLASS} photos").wait_for()  # shows the class just added
     assert page.testid("photo").count() == PER_CLASS
     assert sorted(page.locator(".photo .filename").all_inner_texts()) == sorted(p.name for p in dogs)
-    page.wait_for_function("() => [...document.querySelectorAll('.photo img')]"
-                           ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.photo img')]"
+        ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)"
+    )
     dataset_id = server.client.get("/datasets").json()["items"][0]["dataset_id"]
 
     train(page, models=1)
@@ -119,8 +123,10 @@ def test_build_a_dataset_train_fix_and_retrain(open_page, server: Server, tmp_pa
     phone = open_page(PHONE)
     phone.goto(f"/ui#dataset={dataset_id}")
     phone.testid("dataset-model").nth(1).wait_for()
-    phone.wait_for_function("() => [...document.querySelectorAll('.photo img')]"
-                            ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)")
+    phone.wait_for_function(
+        "() => [...document.querySelectorAll('.photo img')]"
+        ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)"
+    )
     width = phone.evaluate("() => document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the dataset view scrolls sideways on a phone ({width}px)"
     phone.locator("#dataset-view").screenshot(path=str(OUTPUT / "phone-dataset.png"))

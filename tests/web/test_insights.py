@@ -40,8 +40,10 @@ def planted_dataset(server: Server) -> tuple[str, set[str]]:
 
 
 def thumbnails_loaded(page: Page, selector: str) -> None:
-    page.wait_for_function(f"() => [...document.querySelectorAll('{selector} img')]"
-                           ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)")
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('{selector} img')]"
+        ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)"
+    )
 
 
 def interval(ci: list[float]) -> str:
@@ -82,8 +84,10 @@ def test_insights_relabel_and_compare(open_page, server: Server) -> None:
 
     counts = insights["class_balance"]["counts"]
     bars = page.testid("balance-bar")
-    assert {bars.nth(i).get_attribute("data-label"): int(bars.nth(i).get_attribute("data-count"))
-            for i in range(bars.count())} == counts
+    assert {
+        bars.nth(i).get_attribute("data-label"): int(bars.nth(i).get_attribute("data-count"))
+        for i in range(bars.count())
+    } == counts
     warnings = page.testid("balance-warnings").locator("li")
     assert warnings.count() == len(insights["class_balance"]["warnings"]) > 0  # fewer than recommended
     suggestions = page.testid("suggestion")
@@ -117,19 +121,26 @@ def test_insights_relabel_and_compare(open_page, server: Server) -> None:
         assert page.testid("dataset-model-rough").nth(i).is_visible()  # fewer than 30 test photos
     page.testid("test-accuracy-ci").filter(has_text=interval(details[0]["metrics"]["test_accuracy_ci"])).wait_for()
     assert "rough" in page.testid("rough-warning").inner_text()
-    assert page.testid("backbone-selection").locator("tbody tr").count() == len(details[0]["metrics"]["backbone_selection"])
-    page.testid("model-accuracy-ci").first.filter(has_text=interval(details[0]["metrics"]["test_accuracy_ci"])).wait_for()
+    assert page.testid("backbone-selection").locator("tbody tr").count() == len(
+        details[0]["metrics"]["backbone_selection"]
+    )
+    page.testid("model-accuracy-ci").first.filter(
+        has_text=interval(details[0]["metrics"]["test_accuracy_ci"])
+    ).wait_for()
 
     page.testid("dataset-compare-button").click()
     page.testid("compare-verdict").first.wait_for(timeout=LONG)
-    result = server.client.post("/models/compare", data={"model_ids": [m["model_id"] for m in models],
-                                                         "dataset_id": dataset_id}).json()
+    result = server.client.post(
+        "/models/compare", data={"model_ids": [m["model_id"] for m in models], "dataset_id": dataset_id}
+    ).json()
     cards = page.testid("compare-model")
     assert cards.count() == 2
     for i, model in enumerate(result["models"]):
         assert cards.nth(i).get_by_test_id("compare-accuracy").inner_text() == percent(model["accuracy"])
         assert interval(model["accuracy_ci"]) in cards.nth(i).get_by_test_id("compare-accuracy-ci").inner_text()
-        assert cards.nth(i).get_by_test_id("compare-confusion").locator("tbody tr").count() == len(result["class_names"])
+        assert cards.nth(i).get_by_test_id("compare-confusion").locator("tbody tr").count() == len(
+            result["class_names"]
+        )
     verdict = page.testid("compare-verdict").inner_text()
     expected = "is better than" if result["pairs"][0]["significant"] else "No real difference between"
     assert expected in verdict and "p = " in verdict

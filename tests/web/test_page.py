@@ -45,7 +45,9 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
     progress.wait_for(state="visible")
     page.wait_for_function(
         "() => /Extracting features|Training the classifier|Evaluating|Saving|Done/.test("
-        "document.querySelector('[data-testid=progress]').innerText)", timeout=LONG)
+        "document.querySelector('[data-testid=progress]').innerText)",
+        timeout=LONG,
+    )
     page.screenshot(path=str(OUTPUT / "desktop-training.png"), full_page=True)
     page.testid("test-accuracy").wait_for(state="visible", timeout=LONG)
     accuracy = float(re.fullmatch(r"([\d.]+)\s%", page.testid("test-accuracy").inner_text()).group(1))
@@ -58,8 +60,9 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
 
     val_cat = photos("cats_dogs", "val", "cats", count=1)[0]
     page.testid("predict-file-input").set_input_files(str(val_cat))
-    page.wait_for_function("() => ['cat', 'dog'].includes("
-                           "document.querySelector('[data-testid=prediction-label]').innerText)")
+    page.wait_for_function(
+        "() => ['cat', 'dog'].includes(document.querySelector('[data-testid=prediction-label]').innerText)"
+    )
     assert page.locator("#top-k li").count() == 2
     page.locator("#min-confidence").fill("1")
     page.locator("#min-confidence").dispatch_event("change")
@@ -70,8 +73,10 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
     page.locator(".models .badge").wait_for()
     assert server.client.get("/models/default").json()["model_id"] == model["model_id"]
     page.screenshot(path=str(OUTPUT / "desktop-tried.png"), full_page=True)
-    for button, filename in (("Download the checkpoint", "trained_model.pth"),
-                             ("Download as ONNX", f"{model['model_id']}.onnx")):
+    for button, filename in (
+        ("Download the checkpoint", "trained_model.pth"),
+        ("Download as ONNX", f"{model['model_id']}.onnx"),
+    ):
         with page.expect_download(timeout=120_000) as download:
             page.get_by_role("button", name=f"{button}: {model['name']}").click()
         assert download.value.suggested_filename == filename
@@ -124,7 +129,9 @@ def test_a_file_the_server_refuses_shows_its_message(open_page, server, tmp_path
     # Drop the text file on the first class, as a user dragging it from a file manager would.
     transfer = page.evaluate_handle(
         "text => { const t = new DataTransfer(); t.items.add(new File([text], 'notes.txt', {type: 'text/plain'}));"
-        " return t; }", notes.read_text())
+        " return t; }",
+        notes.read_text(),
+    )
     page.locator(".class-drop").nth(0).dispatch_event("drop", {"dataTransfer": transfer})
     assert page.locator(".class-card").nth(0).locator(".count").inner_text() == "4 photos"
     page.testid("train-button").click()
@@ -144,8 +151,12 @@ def test_the_page_asks_for_the_api_key_once(browser, tmp_path, servers) -> None:
     dogs = photos("cats_dogs", "train", "dogs", start=100, count=10)
     mixed = {"a": cats[:5] + dogs[:5], "b": cats[5:] + dogs[5:]}
     files = [(f"files{n}", (p.name, p.read_bytes())) for n, paths in enumerate(mixed.values(), 1) for p in paths]
-    job = server.client.post("/train", headers={"X-API-Key": "sesame"}, files=files,
-                             data={"label1": "a", "label2": "b", "epochs": "1", "wait": "true"}).json()
+    job = server.client.post(
+        "/train",
+        headers={"X-API-Key": "sesame"},
+        files=files,
+        data={"label1": "a", "label2": "b", "epochs": "1", "wait": "true"},
+    ).json()
     model = server.client.get(f"/models/{job['model_id']}", headers={"X-API-Key": "sesame"}).json()
     assert model["metrics"]["misclassified"], "the mixed labels should leave misclassified test photos"
     server.client.put("/models/default", headers={"X-API-Key": "sesame"}, json={"model_id": model["model_id"]})
@@ -166,8 +177,10 @@ def test_the_page_asks_for_the_api_key_once(browser, tmp_path, servers) -> None:
         thumbs = page.locator("#misclassified img")
         thumbs.first.wait_for()
         assert thumbs.count() == len(model["metrics"]["misclassified"])
-        page.wait_for_function("() => [...document.querySelectorAll('#misclassified img')]"
-                               ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#misclassified img')]"
+            ".every((img) => img.src.startsWith('blob:') && img.naturalWidth > 0)"
+        )
         page.screenshot(path=str(OUTPUT / "desktop-misclassified.png"), full_page=True)
     finally:
         page.close()
@@ -188,15 +201,20 @@ def test_keyboard_and_labels(open_page) -> None:
         assert page.get_by_label(label).count() == 1, label
     unlabelled = page.evaluate(
         "() => [...document.querySelectorAll('input, select, button')].filter((e) => !e.closest('template')"
-        " && !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map((e) => e.outerHTML)")
+        " && !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map((e) => e.outerHTML)"
+    )
     assert unlabelled == []
 
 
 def test_cancel_from_the_page(open_page, server) -> None:
     page = open_page()
     name_classes(page, "cat", "dog")
-    page.testid("class-files-input").nth(0).set_input_files([str(p) for p in photos("cats_dogs", "train", "cats", count=20)])
-    page.testid("class-files-input").nth(1).set_input_files([str(p) for p in photos("cats_dogs", "train", "dogs", count=20)])
+    page.testid("class-files-input").nth(0).set_input_files(
+        [str(p) for p in photos("cats_dogs", "train", "cats", count=20)]
+    )
+    page.testid("class-files-input").nth(1).set_input_files(
+        [str(p) for p in photos("cats_dogs", "train", "dogs", count=20)]
+    )
     page.get_by_text("Advanced options").click()
     page.get_by_label("Augmented views per photo").fill("16")  # a job long enough to cancel mid-way
     page.testid("train-button").click()

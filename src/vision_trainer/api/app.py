@@ -43,8 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services, app.state.queue, app.state.live = services, queue, live
         live.start()
         app.state.metrics.attach(services, live.events)
-        log.info("%s; device %s; data dir %s; jobs run by the %s backend", choose_backbone(settings, None).note,
-                 services.device, services.files.root, settings.job_backend)
+        log.info(
+            "%s; device %s; data dir %s; jobs run by the %s backend",
+            choose_backbone(settings, None).note,
+            services.device,
+            services.files.root,
+            settings.job_backend,
+        )
         queue.start()
         try:
             yield
@@ -71,13 +76,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"],
+        )
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(root.router)
     protected = [Depends(require_api_key)]
-    for router in (train.router, datasets.router, jobs.router, compare.router, models.router, predict.router,
-                   storage.router, metrics_router):
+    for router in (
+        train.router,
+        datasets.router,
+        jobs.router,
+        compare.router,
+        models.router,
+        predict.router,
+        storage.router,
+        metrics_router,
+    ):
         app.include_router(router, dependencies=protected, responses={**ERROR_RESPONSES, **AUTH_RESPONSES})
     # The web page: static files only (it talks to the API above), open like GET /; no outside assets.
     app.mount(UI_PATH, StaticFiles(directory=WEB_DIR, html=True), name="ui")

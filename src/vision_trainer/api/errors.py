@@ -61,9 +61,12 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 async def _ml_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MLError)
     status = (
-        415 if isinstance(exc, UnsupportedFormatError)
-        else 413 if isinstance(exc, ImageTooLargeError)
-        else 500 if isinstance(exc, ExportError)
+        415
+        if isinstance(exc, UnsupportedFormatError)
+        else 413
+        if isinstance(exc, ImageTooLargeError)
+        else 500
+        if isinstance(exc, ExportError)
         else 422
     )
     return error_response(status, str(exc), exc.code)
@@ -116,8 +119,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # is back gets a fresh connection: nothing to reset here.
     reason = (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0][:300]
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, reason)
-    return error_response(503, "the database is unavailable right now; retry in a few seconds",
-                          "database_unavailable")
+    return error_response(503, "the database is unavailable right now; retry in a few seconds", "database_unavailable")
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -37,7 +37,7 @@ def _shown(name: str) -> str:
 
 
 def _is_numbered(name: str, prefixes: Iterable[str]) -> bool:
-    return any(name.startswith(p) and name[len(p):].isdigit() and name[len(p):].isascii() for p in prefixes)
+    return any(name.startswith(p) and name[len(p) :].isdigit() and name[len(p) :].isascii() for p in prefixes)
 
 
 def closest_field(name: str, allowed: Collection[str], numbered: Collection[str] = ()) -> str | None:
@@ -87,8 +87,9 @@ def check_train_fields(form: FormData) -> None:
     """
     from .schemas import TrainOptions  # schemas use this module's messages
 
-    check_field_names(form.keys(), allowed=[*TrainOptions.model_fields, *TRAIN_EXTRA_FIELDS],
-                      numbered=TRAIN_NUMBERED_FIELDS)
+    check_field_names(
+        form.keys(), allowed=[*TrainOptions.model_fields, *TRAIN_EXTRA_FIELDS], numbered=TRAIN_NUMBERED_FIELDS
+    )
 
 
 def known_form_fields(*allowed: str, numbered: Collection[str] = ()) -> Callable[..., Any]:
@@ -133,7 +134,11 @@ class _FormReader:
     file data goes straight to a file in ``file_dir`` and stops at the size limit."""
 
     def __init__(
-        self, text_fields: Collection[str], file_fields: Collection[str], file_dir: Path, limits: FormLimits,
+        self,
+        text_fields: Collection[str],
+        file_fields: Collection[str],
+        file_dir: Path,
+        limits: FormLimits,
         charset: str,
     ) -> None:
         self.text_fields, self.file_fields = text_fields, file_fields
@@ -154,10 +159,14 @@ class _FormReader:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self._part_begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value_part, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-            "on_part_end": self._part_end, "on_end": self._end,
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_part,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _fail(self, error: ServiceError) -> None:
@@ -182,8 +191,11 @@ class _FormReader:
 
         _, options = parse_options_header(self._disposition)
         if b"name" not in options:
-            self._fail(ServiceError('a form part has no name (Content-Disposition: form-data; name="...")',
-                                    code="invalid_form"))
+            self._fail(
+                ServiceError(
+                    'a form part has no name (Content-Disposition: form-data; name="...")', code="invalid_form"
+                )
+            )
             return
         self._name = options[b"name"].decode(self.charset, errors="replace")
         if self._name not in self.text_fields and self._name not in self.file_fields:
@@ -217,16 +229,25 @@ class _FormReader:
             return
         if self._file is None:
             if len(self._data) + end - start > self.limits.max_field_bytes:
-                self._fail(ServiceError(f"field {self._name!r} is longer than {self.limits.max_field_bytes // 1024}"
-                                        " KiB (VT_MAX_FIELD_KB)", code="invalid_form"))
+                self._fail(
+                    ServiceError(
+                        f"field {self._name!r} is longer than {self.limits.max_field_bytes // 1024}"
+                        " KiB (VT_MAX_FIELD_KB)",
+                        code="invalid_form",
+                    )
+                )
                 return
             self._data += data[start:end]
             return
         self._file.size += end - start
         if self._file.size > self.limits.max_file_bytes:
-            self._fail(PayloadTooLarge(
-                f"{self._file.filename!r} is larger than {self.limits.max_file_bytes / 2**20:g} MiB (VT_MAX_FILE_MB); "
-                "nothing was kept", code="file_too_large"))
+            self._fail(
+                PayloadTooLarge(
+                    f"{self._file.filename!r} is larger than {self.limits.max_file_bytes / 2**20:g} MiB (VT_MAX_FILE_MB); "
+                    "nothing was kept",
+                    code="file_too_large",
+                )
+            )
             return
         assert self._handle is not None
         self._handle.write(data[start:end])
@@ -254,7 +275,11 @@ def _remove_files(form: StreamedForm) -> None:
 
 @asynccontextmanager
 async def streamed_form(
-    request: Request, *, text_fields: Collection[str], file_fields: Collection[str], file_dir: Path,
+    request: Request,
+    *,
+    text_fields: Collection[str],
+    file_fields: Collection[str],
+    file_dir: Path,
     limits: FormLimits,
 ) -> AsyncIterator[StreamedForm]:
     """Read a multipart body chunk by chunk: text fields into memory (bounded), each file into a
@@ -274,8 +299,10 @@ async def streamed_form(
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
-        raise InvalidRequest(f"{', '.join(file_fields)}: a file upload is required; send the request as "
-                             "multipart/form-data", code="invalid_parameter")
+        raise InvalidRequest(
+            f"{', '.join(file_fields)}: a file upload is required; send the request as multipart/form-data",
+            code="invalid_parameter",
+        )
     if b"boundary" not in params:
         raise ServiceError("the multipart/form-data Content-Type has no boundary", code="invalid_form")
     charset = params.get(b"charset", b"utf-8").decode("latin-1")

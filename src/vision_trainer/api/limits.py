@@ -55,7 +55,8 @@ class RequestSizeLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
-            413, f"request body is larger than VT_MAX_REQUEST_MB allows ({self.max_bytes} bytes)",
+            413,
+            f"request body is larger than VT_MAX_REQUEST_MB allows ({self.max_bytes} bytes)",
             "request_too_large",
         )
         await response(scope, receive, send)

@@ -36,20 +36,27 @@ class JobTableCollector(Collector):
         for status, count in stats.by_status.items():
             jobs.add_metric([status], count)
         yield jobs
-        yield GaugeMetricFamily("vision_trainer_queue_depth", "Jobs waiting for a worker.",
-                                value=stats.by_status.get("queued", 0))
+        yield GaugeMetricFamily(
+            "vision_trainer_queue_depth", "Jobs waiting for a worker.", value=stats.by_status.get("queued", 0)
+        )
         buckets = [(str(bound), count) for bound, count in stats.duration_buckets]
         yield HistogramMetricFamily(
-            "vision_trainer_training_duration_seconds", "Seconds from claim to saved model, succeeded jobs.",
-            buckets=[*buckets, ("+Inf", stats.duration_count)], sum_value=stats.duration_sum,
+            "vision_trainer_training_duration_seconds",
+            "Seconds from claim to saved model, succeeded jobs.",
+            buckets=[*buckets, ("+Inf", stats.duration_count)],
+            sum_value=stats.duration_sum,
         )
         yield GaugeMetricFamily(
-            "vision_trainer_training_images_per_second", "Uploaded images / training seconds of the last succeeded job.",
+            "vision_trainer_training_images_per_second",
+            "Uploaded images / training seconds of the last succeeded job.",
             value=stats.last_images_per_s or 0.0,
         )
         yield GaugeMetricFamily("vision_trainer_models", "Models in the registry.", value=stats.models)
-        yield GaugeMetricFamily("vision_trainer_models_loaded", "Models held in memory by this API process.",
-                                value=len(self.services.predictors))
+        yield GaugeMetricFamily(
+            "vision_trainer_models_loaded",
+            "Models held in memory by this API process.",
+            value=len(self.services.predictors),
+        )
 
 
 class EventStreamCollector(Collector):
@@ -59,14 +66,19 @@ class EventStreamCollector(Collector):
         self.hub = hub
 
     def collect(self) -> Iterator[Any]:
-        yield GaugeMetricFamily("vision_trainer_event_streams", "Open GET /jobs/{id}/events streams.",
-                                value=self.hub.open_streams)
-        yield GaugeMetricFamily("vision_trainer_event_subscriptions",
-                                "Jobs with live event streams (one shared database subscription each).",
-                                value=len(self.hub.channels))
-        yield CounterMetricFamily("vision_trainer_event_streams_dropped",
-                                  "Streams ended because their client fell too far behind (it replays on reconnect).",
-                                  value=self.hub.dropped)
+        yield GaugeMetricFamily(
+            "vision_trainer_event_streams", "Open GET /jobs/{id}/events streams.", value=self.hub.open_streams
+        )
+        yield GaugeMetricFamily(
+            "vision_trainer_event_subscriptions",
+            "Jobs with live event streams (one shared database subscription each).",
+            value=len(self.hub.channels),
+        )
+        yield CounterMetricFamily(
+            "vision_trainer_event_streams_dropped",
+            "Streams ended because their client fell too far behind (it replays on reconnect).",
+            value=self.hub.dropped,
+        )
 
 
 class Metrics:
@@ -75,8 +87,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.predict_latency = Histogram(
-            "vision_trainer_predict_latency_seconds", "Time to answer a prediction request.", ["endpoint"],
-            buckets=PREDICT_BUCKETS, registry=self.registry,
+            "vision_trainer_predict_latency_seconds",
+            "Time to answer a prediction request.",
+            ["endpoint"],
+            buckets=PREDICT_BUCKETS,
+            registry=self.registry,
         )
         self._collectors: list[Collector] = []
 

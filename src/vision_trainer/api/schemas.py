@@ -34,8 +34,9 @@ class RequestBody(BaseModel):
             known = [*cls.model_fields, *(f.alias for f in cls.model_fields.values() if f.alias)]
             unknown = [str(key) for key in data if key not in known]
             if unknown:
-                raise PydanticCustomError("unknown_field", "{message}",
-                                          {"message": unknown_fields_message(unknown, known)})
+                raise PydanticCustomError(
+                    "unknown_field", "{message}", {"message": unknown_fields_message(unknown, known)}
+                )
         return data
 
 
@@ -53,8 +54,9 @@ class TrainOptions(TrainingOptions):
 
     wait: bool = Field(False, description="Block until the job ends and answer 200 with the job.")
     skip_invalid: bool = Field(
-        False, description="Train on the usable files and list the refused ones in the job log instead of "
-        "refusing the whole request."
+        False,
+        description="Train on the usable files and list the refused ones in the job log instead of "
+        "refusing the whole request.",
     )
 
 
@@ -227,7 +229,9 @@ class DatasetPublic(BaseModel):
     image_count: int
     created_at: str | None
     updated_at: str | None
-    models: list[DatasetModel] | None = Field(None, description="GET /datasets/{id}: models trained on it, newest first.")
+    models: list[DatasetModel] | None = Field(
+        None, description="GET /datasets/{id}: models trained on it, newest first."
+    )
 
 
 class DatasetList(BaseModel):
@@ -266,9 +270,13 @@ class ImagesAdded(BaseModel):
     version: int
     added: list[AddedImage]
     duplicates: list[DuplicateImage] = Field(description="Exact duplicates (same content), not stored again.")
-    errors: list[dict[str, Any]] = Field(description="Refused files (with skip_invalid): {field, index, filename, code, detail}.")
-    skipped: list[dict[str, Any]] = Field(description="Archive entries left out: hidden files, links, files outside a "
-                                          "class folder, non-images: {filename, code, detail}.")
+    errors: list[dict[str, Any]] = Field(
+        description="Refused files (with skip_invalid): {field, index, filename, code, detail}."
+    )
+    skipped: list[dict[str, Any]] = Field(
+        description="Archive entries left out: hidden files, links, files outside a "
+        "class folder, non-images: {filename, code, detail}."
+    )
 
 
 class ImagesRelabel(RequestBody):

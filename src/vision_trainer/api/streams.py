@@ -68,8 +68,11 @@ class LiveUpdates:
             for stream in list(self.streams):
                 since = stream.sending_since
                 if since is not None and now - since > STUCK_CLIENT_S:
-                    log.info("closing an event stream of job %s: its client took nothing for %d s",
-                             stream.subscription.job_id, STUCK_CLIENT_S)
+                    log.info(
+                        "closing an event stream of job %s: its client took nothing for %d s",
+                        stream.subscription.job_id,
+                        STUCK_CLIENT_S,
+                    )
                     stream.cancel_scope.cancel()
 
     def _committed(self, commit: Commit) -> None:

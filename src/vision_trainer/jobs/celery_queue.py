@@ -106,7 +106,8 @@ def check_worker_setup(settings: Settings, app: Celery) -> Services:
     if not root.is_dir():
         raise WorkerSetupError(
             f"data dir {root} does not exist here: workers need the API's VT_DATA_DIR (a shared volume "
-            "mounted at the same path); start the API once to create it")
+            "mounted at the same path); start the API once to create it"
+        )
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
         raise WorkerSetupError(f"data dir {root} is not readable and writable by this user")
     try:
@@ -125,7 +126,8 @@ def check_worker_setup(settings: Settings, app: Celery) -> Services:
         services.close()
         raise WorkerSetupError(
             f"the database lists {len(missing)} waiting job(s) whose images are not under {root} "
-            f"(e.g. jobs/{missing[0]}): this is not the API's data dir; mount the shared volume there")
+            f"(e.g. jobs/{missing[0]}): this is not the API's data dir; mount the shared volume there"
+        )
     return services
 
 
@@ -159,11 +161,18 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
         stopping.set()  # running jobs go back to the queue instead of holding up the stop
 
     try:
-        app.worker_main([
-            "worker", f"--concurrency={concurrency}", "--pool=threads", f"--queues={QUEUE_NAME}",
-            f"--hostname=vision-trainer-{os.getpid()}@{socket.gethostname()}",
-            f"--loglevel={settings.log_level.upper()}", "--without-gossip", "--without-mingle",
-        ])
+        app.worker_main(
+            [
+                "worker",
+                f"--concurrency={concurrency}",
+                "--pool=threads",
+                f"--queues={QUEUE_NAME}",
+                f"--hostname=vision-trainer-{os.getpid()}@{socket.gethostname()}",
+                f"--loglevel={settings.log_level.upper()}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
     finally:
         sweeper.stop()
         unwatch()

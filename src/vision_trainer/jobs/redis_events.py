@@ -102,8 +102,11 @@ class RedisEventSubscriber:
                 return
             except Exception as exc:
                 if not self._failing:
-                    log.warning("job event subscription on %s failed (%s); streams fall back to slow polling "
-                                "until it is back", self.url, exc)
+                    log.warning(
+                        "job event subscription on %s failed (%s); streams fall back to slow polling until it is back",
+                        self.url,
+                        exc,
+                    )
                 self._failing = True
             self._stop.wait(RETRY_S)
 

@@ -58,8 +58,10 @@ class Sweeper:
             self.services.db.ping()  # raises while it is still away
             self._database_down = False
             self._judge_after = time.monotonic() + self.services.settings.heartbeat_timeout_s
-            log.warning("sweep for stale jobs: the database is back; heartbeats are judged again in %g s",
-                        self.services.settings.heartbeat_timeout_s)
+            log.warning(
+                "sweep for stale jobs: the database is back; heartbeats are judged again in %g s",
+                self.services.settings.heartbeat_timeout_s,
+            )
         if time.monotonic() < self._judge_after:
             return []
         requeued = self.sweep(self.services)

@@ -178,9 +178,7 @@ def _resnet18_weights(allow_download: bool) -> StateDict:
     from torchvision.models import ResNet18_Weights
 
     # load_state_dict_from_url returns the cached file when it is there and only downloads otherwise.
-    return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(
-        progress=False, map_location="cpu", weights_only=True
-    )
+    return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, map_location="cpu", weights_only=True)
 
 
 register_backbone(
@@ -243,9 +241,7 @@ def map_state_dict_by_position(source: StateDict, target: StateDict) -> dict[str
         WeightsUnavailableError: the two differ in tensor count or in any shape.
     """
     if len(source) != len(target):
-        raise WeightsUnavailableError(
-            f"weights file has {len(source)} tensors, the architecture expects {len(target)}"
-        )
+        raise WeightsUnavailableError(f"weights file has {len(source)} tensors, the architecture expects {len(target)}")
     mapped: dict[str, torch.Tensor] = {}
     for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape:

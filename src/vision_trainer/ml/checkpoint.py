@@ -75,8 +75,11 @@ def load_checkpoint(path: Path | Any, *, label: str = "the file") -> dict[str, A
     except Exception as exc:  # torch raises many types for foreign or malicious files
         raise CheckpointError(f"{label} is not a PyTorch checkpoint: {_why_unloadable(path, exc)}") from None
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
-        found = f"keys {', '.join(map(str, list(checkpoint)[:8]))}" if isinstance(checkpoint, dict) else \
-            f"a {type(checkpoint).__name__}"
+        found = (
+            f"keys {', '.join(map(str, list(checkpoint)[:8]))}"
+            if isinstance(checkpoint, dict)
+            else f"a {type(checkpoint).__name__}"
+        )
         raise CheckpointError(
             f"{label} is a PyTorch file but not a model checkpoint: it must be a dict with keys "
             f"{', '.join(REQUIRED_KEYS)} (found {found})"
@@ -92,8 +95,10 @@ def _why_unloadable(source: Path | Any, exc: Exception) -> str:
     head = _head(source)
     blocked = _BLOCKED_GLOBAL.search(str(exc))
     if blocked:
-        return (f"it would run code or build objects other than tensors and plain values ({blocked.group(1)}); "
-                "only files that torch.load(weights_only=True) accepts are read")
+        return (
+            f"it would run code or build objects other than tensors and plain values ({blocked.group(1)}); "
+            "only files that torch.load(weights_only=True) accepts are read"
+        )
     if not head:
         return "the file is empty"
     if head.startswith(b"PK"):
@@ -141,8 +146,14 @@ def build_head_checkpoint(
 ) -> dict[str, Any]:
     """A model as stored: the checkpoint of ``build_checkpoint`` with only the head's weights, and the
     fingerprint of the shared backbone weights it was trained on (format 2)."""
-    checkpoint = build_checkpoint(model_state_dict=head_state_dict, class_names=class_names, backbone=backbone,
-                                  preprocessing=preprocessing, temperature=temperature, metrics=metrics)
+    checkpoint = build_checkpoint(
+        model_state_dict=head_state_dict,
+        class_names=class_names,
+        backbone=backbone,
+        preprocessing=preprocessing,
+        temperature=temperature,
+        metrics=metrics,
+    )
     checkpoint["head_state_dict"] = checkpoint.pop("model_state_dict")
     checkpoint.update(format_version=HEAD_FORMAT_VERSION, backbone_fingerprint=backbone_fingerprint)
     return checkpoint

@@ -41,8 +41,11 @@ class CrossValidation:
 
     def summary(self) -> dict[str, Any]:
         """``{mean, std, folds}`` as stored in ``metrics.cv_accuracy``."""
-        return {"mean": round(self.mean, 4), "std": round(self.std, 4),
-                "folds": [round(a, 4) for a in self.fold_accuracies]}
+        return {
+            "mean": round(self.mean, 4),
+            "std": round(self.std, 4),
+            "folds": [round(a, 4) for a in self.fold_accuracies],
+        }
 
 
 def assign_folds(items: Sequence[LabelledImage], folds: int, seed: int) -> np.ndarray:
@@ -93,9 +96,19 @@ def cross_validate(
     if k < 2:
         return None
     assignment = assign_folds(items, k, seed)
-    weight, bias = _fit_heads(x, labels, torch.from_numpy(np.repeat(assignment, views)).to(x.device), k,
-                              num_classes, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed,
-                              class_weights=class_weights)
+    weight, bias = _fit_heads(
+        x,
+        labels,
+        torch.from_numpy(np.repeat(assignment, views)).to(x.device),
+        k,
+        num_classes,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        seed=seed,
+        class_weights=class_weights,
+    )
     with torch.inference_mode():
         plain = x[::views]
         own = torch.from_numpy(assignment).to(x.device)
@@ -107,8 +120,18 @@ def cross_validate(
 
 
 def _fit_heads(
-    x: torch.Tensor, y: torch.Tensor, row_fold: torch.Tensor, k: int, num_classes: int, *, epochs: int, lr: float,
-    momentum: float, batch_size: int, seed: int, class_weights: torch.Tensor | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    row_fold: torch.Tensor,
+    k: int,
+    num_classes: int,
+    *,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    batch_size: int,
+    seed: int,
+    class_weights: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` linear heads ``[k, C, F]``, ``[k, C]`` trained at once; head j's loss leaves out fold j's rows."""
     generator = torch.Generator().manual_seed(seed)
@@ -122,8 +145,9 @@ def _fit_heads(
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             logits = torch.einsum("bf,kcf->kbc", x[index], weight) + bias[:, None, :]
-            losses = nn.functional.cross_entropy(logits.reshape(-1, num_classes), y[index].repeat(k),
-                                                 reduction="none").view(k, -1)
+            losses = nn.functional.cross_entropy(
+                logits.reshape(-1, num_classes), y[index].repeat(k), reduction="none"
+            ).view(k, -1)
             keep = (row_fold[index].view(1, -1) != heads).float()
             if class_weights is not None:  # as CrossEntropyLoss(weight=...): a weighted mean
                 keep = keep * class_weights[y[index]].view(1, -1)

@@ -116,9 +116,7 @@ def stable_split(
     return Split(train=[i for i in items if id(i) not in held], test=[i for i in items if id(i) in held])
 
 
-def validation_fold(
-    train: Sequence[LabelledImage], *, fraction: float, seed: int, min_class_size: int = 4
-) -> Split:
+def validation_fold(train: Sequence[LabelledImage], *, fraction: float, seed: int, min_class_size: int = 4) -> Split:
     """Carve a validation fold out of a training split (returned as ``Split(train, test=fold)``), chosen by
     content like ``stable_split`` so it too stays put as a dataset grows.
 
@@ -137,7 +135,9 @@ def train_transform(preprocessing: Mapping[str, Any]) -> T.Compose:
 
 def eval_transform(preprocessing: Mapping[str, Any]) -> T.Compose:
     """The seed's full evaluation pipeline, float output: resize, centre crop, ``ToTensor``, ``Normalize``."""
-    return T.Compose([*_resize_crop(preprocessing), T.ToTensor(), T.Normalize(preprocessing["mean"], preprocessing["std"])])
+    return T.Compose(
+        [*_resize_crop(preprocessing), T.ToTensor(), T.Normalize(preprocessing["mean"], preprocessing["std"])]
+    )
 
 
 def augment_view(preprocessing: Mapping[str, Any]) -> T.Compose:
@@ -193,8 +193,15 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     image's content hash, the view number and ``seed`` while it is drawn, so it can be cached.
     """
 
-    def __init__(self, items: Sequence[LabelledImage], views: Sequence[Callable[[Image.Image], torch.Tensor]],
-                 *, draft_size: int, view_numbers: Sequence[int | None] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        items: Sequence[LabelledImage],
+        views: Sequence[Callable[[Image.Image], torch.Tensor]],
+        *,
+        draft_size: int,
+        view_numbers: Sequence[int | None] | None = None,
+        seed: int = 0,
+    ) -> None:
         self.items = list(items)
         self.views = list(views)
         self.draft_size = draft_size

@@ -193,14 +193,22 @@ class CachedExtraction:
         labels = torch.tensor([item.label for item in items]).repeat_interleave(len(keys))
         return stacked.to(self.device).float(), labels.to(self.device)
 
-    def _compute(self, items: list[LabelledImage], views: ViewSet, todo: tuple[int, ...],
-                 rows: list[list[np.ndarray | None]]) -> None:
+    def _compute(
+        self, items: list[LabelledImage], views: ViewSet, todo: tuple[int, ...], rows: list[list[np.ndarray | None]]
+    ) -> None:
         transforms, numbers = views.pick(todo)
         dataset = ImageDataset(items, transforms, draft_size=self.draft_size, view_numbers=numbers, seed=views.seed)
         per_pass = max(1, self.batch_size // len(todo))
-        x, _ = extract_features(self.extractor(), dataset, normalize=self.normalize, device="cpu",
-                                batch_size=per_pass, num_workers=self.num_workers, on_batch=self.on_batch,
-                                should_stop=self.should_stop)
+        x, _ = extract_features(
+            self.extractor(),
+            dataset,
+            normalize=self.normalize,
+            device="cpu",
+            batch_size=per_pass,
+            num_workers=self.num_workers,
+            on_batch=self.on_batch,
+            should_stop=self.should_stop,
+        )
         values = x.reshape(len(items), len(todo), -1).numpy()
         keys = views.keys()
         for item, row, computed in zip(items, rows, values):

@@ -27,10 +27,28 @@ from .linear_probe import (
 )
 
 __all__ = [
-    "BalanceWarning", "ClassBalance", "CvAccuracy", "DuplicateGroup", "HeadOptions", "InsightOptions", "Insights",
-    "Outlier", "OutlierOptions", "Suggestion", "Suspect", "analyze", "class_balance", "cross_validated_accuracy",
-    "duplicate_kind", "image_fingerprint", "label_suggestions", "near_duplicate_groups", "out_of_fold",
-    "outlier_scores", "outliers", "suspect_labels",
+    "BalanceWarning",
+    "ClassBalance",
+    "CvAccuracy",
+    "DuplicateGroup",
+    "HeadOptions",
+    "InsightOptions",
+    "Insights",
+    "Outlier",
+    "OutlierOptions",
+    "Suggestion",
+    "Suspect",
+    "analyze",
+    "class_balance",
+    "cross_validated_accuracy",
+    "duplicate_kind",
+    "image_fingerprint",
+    "label_suggestions",
+    "near_duplicate_groups",
+    "out_of_fold",
+    "outlier_scores",
+    "outliers",
+    "suspect_labels",
 ]
 
 
@@ -350,19 +368,24 @@ def class_balance(counts: Mapping[str, int], recommended: int = 20) -> ClassBala
         largest = max(counts, key=lambda name: counts[name])
         smallest = min(counts, key=lambda name: counts[name])
         if counts[smallest] * 2 < counts[largest]:
-            warnings.append(BalanceWarning(
-                "imbalanced",
-                f"class {smallest!r} has {counts[smallest]} photos, less than half of {largest!r} "
-                f"({counts[largest]}); add photos to it or train with class_weighting=balanced",
-                (smallest, largest),
-            ))
+            warnings.append(
+                BalanceWarning(
+                    "imbalanced",
+                    f"class {smallest!r} has {counts[smallest]} photos, less than half of {largest!r} "
+                    f"({counts[largest]}); add photos to it or train with class_weighting=balanced",
+                    (smallest, largest),
+                )
+            )
         few = tuple(name for name, count in counts.items() if count < recommended)
         if few:
             listed = ", ".join(f"{name!r} ({counts[name]})" for name in few)
-            warnings.append(BalanceWarning(
-                "few_photos", f"fewer than {recommended} photos in {listed}; accuracy will be rough until you add more",
-                few,
-            ))
+            warnings.append(
+                BalanceWarning(
+                    "few_photos",
+                    f"fewer than {recommended} photos in {listed}; accuracy will be rough until you add more",
+                    few,
+                )
+            )
     return ClassBalance(dict(counts), tuple(warnings))
 
 
@@ -436,8 +459,10 @@ RELIABLE_SUSPECTS_ACCURACY = 0.85
 def _warnings(cv: CvAccuracy | None, suspects: list[Suspect]) -> tuple[str, ...]:
     if cv is None or cv.mean >= RELIABLE_SUSPECTS_ACCURACY or not suspects:
         return ()
-    return (f"the classes are hard to tell apart on these features (cross-validated accuracy {cv.mean:.2f}): "
-            "many suspects are ambiguous photos rather than wrong labels; the top of the list is the most reliable",)
+    return (
+        f"the classes are hard to tell apart on these features (cross-validated accuracy {cv.mean:.2f}): "
+        "many suspects are ambiguous photos rather than wrong labels; the top of the list is the most reliable",
+    )
 
 
 def analyze(
@@ -464,18 +489,26 @@ def analyze(
     suggestions: list[Suggestion] = []
     cv, temperature = None, 1.0
     if len(np.unique(labels[labelled])) >= 2:
-        result = out_of_fold(features[labelled], labels[labelled], num_classes, folds=options.folds,
-                             seed=options.seed, head=options.head)
+        result = out_of_fold(
+            features[labelled], labels[labelled], num_classes, folds=options.folds, seed=options.seed, head=options.head
+        )
         cv, temperature = CvAccuracy.of(result.fold_accuracies(labels[labelled])), result.temperature
-        found = suspect_labels(result.probabilities(), labels[labelled],
-                               max_given_probability=options.suspect_max_given_probability,
-                               min_confidence=options.suspect_min_confidence)
+        found = suspect_labels(
+            result.probabilities(),
+            labels[labelled],
+            max_given_probability=options.suspect_max_given_probability,
+            min_confidence=options.suspect_min_confidence,
+        )
         suspects = [replace(s, index=int(labelled[s.index])) for s in found]
-        suggestions = [replace(s, index=int(unlabelled[s.index]))
-                       for s in label_suggestions(result, features[unlabelled])]
-    duplicates = near_duplicate_groups(features, min_similarity=options.duplicate_min_similarity,
-                                       fingerprints=fingerprints,
-                                       min_fingerprint_similarity=options.min_fingerprint_similarity)
+        suggestions = [
+            replace(s, index=int(unlabelled[s.index])) for s in label_suggestions(result, features[unlabelled])
+        ]
+    duplicates = near_duplicate_groups(
+        features,
+        min_similarity=options.duplicate_min_similarity,
+        fingerprints=fingerprints,
+        min_fingerprint_similarity=options.min_fingerprint_similarity,
+    )
     scores = outlier_scores(features, labels, options.outlier)
     found_outliers = outliers(scores, min_score=options.outlier_min_score, max_fraction=options.outlier_max_fraction)
     return Insights(suspects, duplicates, found_outliers, suggestions, cv, temperature, _warnings(cv, suspects))

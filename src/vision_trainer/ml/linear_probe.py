@@ -103,8 +103,9 @@ def fit_fold_heads(
     masks = torch.from_numpy(np.asarray(train_masks, dtype=np.float32))
     weight = torch.zeros(len(masks), x.shape[1], num_classes, requires_grad=True)
     bias = torch.zeros(len(masks), 1, num_classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=options.max_iter, history_size=10,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=options.max_iter, history_size=10, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -214,8 +215,11 @@ class CvAccuracy:
     @classmethod
     def of(cls, fold_accuracies: Sequence[float]) -> CvAccuracy:
         values = np.asarray(fold_accuracies, dtype=np.float64)
-        return cls(mean=round(float(values.mean()), 4), std=round(float(values.std()), 4),
-                   folds=tuple(round(float(v), 4) for v in values))
+        return cls(
+            mean=round(float(values.mean()), 4),
+            std=round(float(values.std()), 4),
+            folds=tuple(round(float(v), 4) for v in values),
+        )
 
 
 def cross_validated_accuracy(
@@ -244,4 +248,3 @@ def cross_validated_accuracy(
     classes = num_classes if num_classes is not None else int(labels.max(initial=0)) + 1
     result = out_of_fold(features, labels, classes, folds=folds, seed=seed, head=head)
     return CvAccuracy.of(result.fold_accuracies(labels))
-

@@ -16,9 +16,7 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: 
     return matrix
 
 
-def classification_report(
-    y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
-) -> dict[str, Any]:
+def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support and the confusion matrix.
 
     Returns:

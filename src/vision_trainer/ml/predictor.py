@@ -41,9 +41,7 @@ class Predictor:
         self.temperature = float(temperature)
 
     @classmethod
-    def from_checkpoint(
-        cls, checkpoint: Mapping[str, Any], *, runtime: RuntimeOptions = RuntimeOptions()
-    ) -> Predictor:
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any], *, runtime: RuntimeOptions = RuntimeOptions()) -> Predictor:
         """Rebuild the model described by a checkpoint dict (see ``checkpoint.load_checkpoint``).
 
         Raises:
@@ -81,8 +79,14 @@ class Predictor:
         return cls._assemble(backbone, head, head_checkpoint, spec, runtime)
 
     @classmethod
-    def _assemble(cls, backbone: nn.Module, head: nn.Module, checkpoint: Mapping[str, Any], spec: BackboneSpec,
-                  runtime: RuntimeOptions) -> Predictor:
+    def _assemble(
+        cls,
+        backbone: nn.Module,
+        head: nn.Module,
+        checkpoint: Mapping[str, Any],
+        spec: BackboneSpec,
+        runtime: RuntimeOptions,
+    ) -> Predictor:
         extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=runtime)
         return cls(
             extractor,

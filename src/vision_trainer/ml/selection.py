@@ -32,8 +32,12 @@ class Candidate:
     seconds: float
 
     def row(self) -> dict[str, object]:
-        return {"backbone": self.backbone, "cv_accuracy": round(self.cv_accuracy, 4), "cv_std": round(self.cv_std, 4),
-                "seconds": round(self.seconds, 2)}
+        return {
+            "backbone": self.backbone,
+            "cv_accuracy": round(self.cv_accuracy, 4),
+            "cv_std": round(self.cv_std, 4),
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def select_backbone(
@@ -63,14 +67,25 @@ def select_backbone(
         started = time.monotonic()
         backbone = pretrained_backbone(spec)
         x, y = extract(spec, backbone, train)
-        cv = cross_validate(x, y, train, views=1, num_classes=num_classes, epochs=epochs, lr=lr, momentum=momentum,
-                            batch_size=batch_size, seed=seed)
+        cv = cross_validate(
+            x,
+            y,
+            train,
+            views=1,
+            num_classes=num_classes,
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            seed=seed,
+        )
         accuracy, std = (cv.mean, cv.std) if cv is not None else (0.0, 0.0)
         candidates.append(Candidate(spec.name, accuracy, std, time.monotonic() - started))
     best = max(c.cv_accuracy for c in candidates)
     close = [c for c in candidates if c.cv_accuracy >= best - TIE]
     chosen = min(close, key=lambda c: c.seconds)
     table = ", ".join(f"{c.backbone} {c.cv_accuracy:.4f}" for c in candidates)
-    why = (f"Backbone auto: {chosen.backbone}, the best cross-validated accuracy on the training photos "
-           f"({table})" + (f"; within {TIE:.1%} of the best, the fastest wins" if len(close) > 1 else ""))
+    why = f"Backbone auto: {chosen.backbone}, the best cross-validated accuracy on the training photos ({table})" + (
+        f"; within {TIE:.1%} of the best, the fastest wins" if len(close) > 1 else ""
+    )
     return next(s for s in specs if s.name == chosen.backbone), candidates, why

@@ -136,8 +136,11 @@ def train_classifier(
     weights = backbone_fingerprint(spec, backbone)
     fingerprint = features_fingerprint(weights, config.runtime)
     # A validation fold is only carved out to stop early; the temperature comes from out-of-fold heads.
-    parts = (validation_fold(split.train, fraction=config.validation_fraction, seed=config.seed)
-             if config.early_stopping else Split(train=list(split.train), test=[]))
+    parts = (
+        validation_fold(split.train, fraction=config.validation_fraction, seed=config.seed)
+        if config.early_stopping
+        else Split(train=list(split.train), test=[])
+    )
     extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
     (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = _extract_splits(
         extraction, spec, [parts.train, parts.test, split.test], config, hooks
@@ -149,22 +152,42 @@ def train_classifier(
     weights_per_class = class_weights(y_fit, len(class_names)) if config.class_weighting == "balanced" else None
     watch = (x_val, y_val) if config.early_stopping and len(y_val) else None
     with single_threaded(x_fit.device.type == "cpu"):
-        history, best_epoch = fit_head(head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch,
-                                       class_weights=weights_per_class)
+        history, best_epoch = fit_head(
+            head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch, class_weights=weights_per_class
+        )
         hooks.progress("evaluating", 0, len(split.test), config.epochs)
-        cv = cross_validate(x_fit, y_fit, parts.train, views=1 + config.augment_views, num_classes=len(class_names),
-                            epochs=best_epoch or config.epochs, lr=config.lr, momentum=config.momentum,
-                            batch_size=config.batch_size, seed=config.seed, class_weights=weights_per_class)
-    temperature = fit_temperature(cv.logits, cv.labels) if cv else fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
+        cv = cross_validate(
+            x_fit,
+            y_fit,
+            parts.train,
+            views=1 + config.augment_views,
+            num_classes=len(class_names),
+            epochs=best_epoch or config.epochs,
+            lr=config.lr,
+            momentum=config.momentum,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            class_weights=weights_per_class,
+        )
+    temperature = (
+        fit_temperature(cv.logits, cv.labels) if cv else fit_temperature(logits_of(head, x_val), y_val.cpu().tolist())
+    )
     metrics = evaluate(logits_of(head, x_test), y_test.cpu().tolist(), split.test, class_names, temperature)
-    metrics.update(train_count=len(parts.train), validation_count=len(parts.test),
-                   images_through_backbone=extraction.computed, features_extracted=extraction.computed,
-                   features_reused=extraction.reused, best_epoch=best_epoch,
-                   cv_accuracy=cv.summary() if cv else None,
-                   calibration={**metrics["calibration"], "fitted_on": "out_of_fold" if cv else "validation_fold"})
+    metrics.update(
+        train_count=len(parts.train),
+        validation_count=len(parts.test),
+        images_through_backbone=extraction.computed,
+        features_extracted=extraction.computed,
+        features_reused=extraction.reused,
+        best_epoch=best_epoch,
+        cv_accuracy=cv.summary() if cv else None,
+        calibration={**metrics["calibration"], "fitted_on": "out_of_fold" if cv else "validation_fold"},
+    )
     _report_uncertainty(metrics, hooks)
     return TrainResult(
-        head_state={f"{spec.head_attr}.{key}": value.detach().cpu().clone() for key, value in head.state_dict().items()},
+        head_state={
+            f"{spec.head_attr}.{key}": value.detach().cpu().clone() for key, value in head.state_dict().items()
+        },
         history=history,
         metrics=metrics,
         temperature=temperature,
@@ -178,8 +201,12 @@ Features = tuple[torch.Tensor, torch.Tensor]
 
 
 def plain_features(
-    spec: BackboneSpec, backbone: nn.Module, items: Sequence[LabelledImage], config: TrainConfig,
-    hooks: TrainingHooks = TrainingHooks(), cache: FeatureCache | None = None,
+    spec: BackboneSpec,
+    backbone: nn.Module,
+    items: Sequence[LabelledImage],
+    config: TrainConfig,
+    hooks: TrainingHooks = TrainingHooks(),
+    cache: FeatureCache | None = None,
 ) -> Features:
     """Plain-view (resize + centre crop) features of ``items`` through the cache: ``([N, F], [N] labels)``."""
     fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), config.runtime)
@@ -198,8 +225,12 @@ def plain_features(
 
 
 def auto_backbone(
-    specs: Sequence[BackboneSpec], split: Split, class_names: Sequence[str], config: TrainConfig,
-    hooks: TrainingHooks = TrainingHooks(), cache: FeatureCache | None = None,
+    specs: Sequence[BackboneSpec],
+    split: Split,
+    class_names: Sequence[str],
+    config: TrainConfig,
+    hooks: TrainingHooks = TrainingHooks(),
+    cache: FeatureCache | None = None,
 ) -> tuple[BackboneSpec, list[dict[str, object]], str]:
     """``backbone=auto``: the candidate whose plain-view features of the training photos (never the test
     split) classify them best out of fold; their features land in the cache, so training on the chosen
@@ -208,32 +239,51 @@ def auto_backbone(
     Returns:
         The chosen backbone, ``[{backbone, cv_accuracy, cv_std, seconds}]`` and the reason, for the log.
     """
+
     def extract(spec: BackboneSpec, backbone: nn.Module, items: Sequence[LabelledImage]) -> Features:
         return plain_features(spec, backbone, items, config, hooks, cache)
 
     chosen, candidates, why = select_backbone(
-        specs, split.train, len(class_names), extract, epochs=config.epochs, lr=config.lr,
-        momentum=config.momentum, batch_size=config.batch_size, seed=config.seed,
+        specs,
+        split.train,
+        len(class_names),
+        extract,
+        epochs=config.epochs,
+        lr=config.lr,
+        momentum=config.momentum,
+        batch_size=config.batch_size,
+        seed=config.seed,
     )
     return chosen, [c.row() for c in candidates], why
 
 
 def _extraction(
-    spec: BackboneSpec, backbone: nn.Module, fingerprint: str, config: TrainConfig, hooks: TrainingHooks,
+    spec: BackboneSpec,
+    backbone: nn.Module,
+    fingerprint: str,
+    config: TrainConfig,
+    hooks: TrainingHooks,
     cache: FeatureCache | None,
 ) -> CachedExtraction:
     extractor: list[FeatureExtractor] = []
 
     def build() -> FeatureExtractor:  # only when some feature is not cached
         if not extractor:
-            extractor.append(build_extractor(backbone, name=spec.name, input_size=spec.input_size,
-                                             options=config.runtime))
+            extractor.append(
+                build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=config.runtime)
+            )
         return extractor[0]
 
     return CachedExtraction(
-        cache=cache, fingerprint=fingerprint, extractor=build, draft_size=spec.resize_size,
-        normalize=Normalizer(spec.preprocessing()), device=config.runtime.device,
-        batch_size=config.extract_batch_size, num_workers=config.num_workers, should_stop=hooks.should_stop,
+        cache=cache,
+        fingerprint=fingerprint,
+        extractor=build,
+        draft_size=spec.resize_size,
+        normalize=Normalizer(spec.preprocessing()),
+        device=config.runtime.device,
+        batch_size=config.extract_batch_size,
+        num_workers=config.num_workers,
+        should_stop=hooks.should_stop,
     )
 
 
@@ -323,13 +373,17 @@ def _report_uncertainty(metrics: dict[str, Any], hooks: TrainingHooks) -> None:
     metrics["test_accuracy_ci"] = [round(low, 4), round(high, 4)]
     warnings = []
     if n < ROUGH_BELOW:
-        warnings.append(f"Test accuracy {metrics['test_accuracy']:.4f} is rough: it rests on {n} test photo(s); "
-                        f"95 % interval {low:.2f}-{high:.2f}. Add photos for a figure you can trust.")
+        warnings.append(
+            f"Test accuracy {metrics['test_accuracy']:.4f} is rough: it rests on {n} test photo(s); "
+            f"95 % interval {low:.2f}-{high:.2f}. Add photos for a figure you can trust."
+        )
     metrics["warnings"] = warnings
     cv = metrics.get("cv_accuracy")
     line = f"Test accuracy {metrics['test_accuracy']:.4f} on {n} photos (95 % interval {low:.4f}-{high:.4f})"
     if cv:
-        line += f"; cross-validated on the training photos {cv['mean']:.4f} ± {cv['std']:.4f} ({len(cv['folds'])} folds)"
+        line += (
+            f"; cross-validated on the training photos {cv['mean']:.4f} ± {cv['std']:.4f} ({len(cv['folds'])} folds)"
+        )
     hooks.log(line)
     for warning in warnings:
         hooks.log(warning)
@@ -386,8 +440,10 @@ def fit_head(
         )
         hooks.progress("training", epoch, config.epochs, epoch)
         if best is not None and best.should_stop(epoch):
-            hooks.log(f"Early stopping after epoch {epoch}: the validation loss has not improved for "
-                      f"{config.patience} epochs; keeping epoch {best.best_epoch}")
+            hooks.log(
+                f"Early stopping after epoch {epoch}: the validation loss has not improved for "
+                f"{config.patience} epochs; keeping epoch {best.best_epoch}"
+            )
             break
     if best is None:
         return history, len(history)
@@ -423,8 +479,13 @@ def evaluate(
     predicted = after.argmax(axis=1)
     report = classification_report(y_true, predicted.tolist(), class_names)
     misclassified = [
-        {"image_id": item.path.stem, "filename": item.name, "true": class_names[t], "predicted": class_names[int(p)],
-         "confidence": round(float(after[i, p]), 4)}
+        {
+            "image_id": item.path.stem,
+            "filename": item.name,
+            "true": class_names[t],
+            "predicted": class_names[int(p)],
+            "confidence": round(float(after[i, p]), 4),
+        }
         for i, (item, t, p) in enumerate(zip(items, y_true, predicted))
         if t != p
     ]

@@ -88,8 +88,14 @@ def _entries(path: Path, kind: str) -> Iterator[list[_Entry]]:
     if kind == "zip":
         with zipfile.ZipFile(path) as archive:
             yield [
-                _Entry(info.filename, info.file_size, info.compress_size, not info.is_dir() and not _zip_link(info),
-                       _zip_link(info), (archive, info))
+                _Entry(
+                    info.filename,
+                    info.file_size,
+                    info.compress_size,
+                    not info.is_dir() and not _zip_link(info),
+                    _zip_link(info),
+                    (archive, info),
+                )
                 for info in archive.infolist()
             ]
     else:
@@ -141,7 +147,9 @@ def _skip_reason(entry: _Entry, parts: list[str]) -> str | None:
     return None
 
 
-def _members(entries: list[_Entry], kind: str, limits: ArchiveLimits) -> tuple[list[ArchiveMember], list[dict[str, Any]]]:
+def _members(
+    entries: list[_Entry], kind: str, limits: ArchiveLimits
+) -> tuple[list[ArchiveMember], list[dict[str, Any]]]:
     skipped: list[dict[str, Any]] = []
     kept: list[tuple[list[str], _Entry]] = []
     for entry in entries:
@@ -158,14 +166,23 @@ def _members(entries: list[_Entry], kind: str, limits: ArchiveLimits) -> tuple[l
     members = []
     for parts, entry in kept:
         if len(parts) < 2:
-            skipped.append({"filename": entry.name, "code": "outside_class_folder",
-                            "detail": f"{entry.name!r} is not inside a class folder"})
+            skipped.append(
+                {
+                    "filename": entry.name,
+                    "code": "outside_class_folder",
+                    "detail": f"{entry.name!r} is not inside a class folder",
+                }
+            )
             continue
-        members.append(ArchiveMember(label=parts[0], name=entry.name, size=entry.size,
-                                     open=_opener(kind, entry.handle)))
+        members.append(
+            ArchiveMember(label=parts[0], name=entry.name, size=entry.size, open=_opener(kind, entry.handle))
+        )
     if not members:
-        raise InvalidRequest(f"the archive has no photos in class folders; expected {LAYOUT}",
-                             code="invalid_archive_layout", errors=skipped or None)
+        raise InvalidRequest(
+            f"the archive has no photos in class folders; expected {LAYOUT}",
+            code="invalid_archive_layout",
+            errors=skipped or None,
+        )
     return members, skipped
 
 

@@ -36,9 +36,11 @@ def choose_backbone(settings: Settings, requested: str | None) -> BackboneChoice
     allow = settings.download_weights
     if requested == AUTO:
         names = auto_candidates(settings)
-        return BackboneChoice(resolve_backbone(names[0]), AUTO,
-                              f"Backbone: auto, chosen among {', '.join(names)} by cross-validated accuracy on the "
-                              "training photos")
+        return BackboneChoice(
+            resolve_backbone(names[0]),
+            AUTO,
+            f"Backbone: auto, chosen among {', '.join(names)} by cross-validated accuracy on the training photos",
+        )
     if requested:
         try:
             spec = resolve_backbone(requested)

@@ -32,7 +32,11 @@ class Photo:
 
 
 def compare_models(
-    services: Services, model_ids: Sequence[str], *, dataset_id: str | None = None, upload: AddImages | None = None,
+    services: Services,
+    model_ids: Sequence[str],
+    *,
+    dataset_id: str | None = None,
+    upload: AddImages | None = None,
 ) -> dict[str, Any]:
     """Judge models on one set of labelled photos none of them trained on.
 
@@ -47,11 +51,15 @@ def compare_models(
     """
     ids = list(dict.fromkeys(model_ids))
     if not 2 <= len(ids) <= MAX_MODELS:
-        raise InvalidRequest(f"name 2 to {MAX_MODELS} different models in model_ids, got {len(ids)}",
-                             code="invalid_parameter")
+        raise InvalidRequest(
+            f"name 2 to {MAX_MODELS} different models in model_ids, got {len(ids)}", code="invalid_parameter"
+        )
     if (dataset_id is None) == (upload is None):
-        raise InvalidRequest("give the photos to compare on: a dataset_id, or labelled photos (label1..N with "
-                             "files1..N, or an archive of class folders), not both", code="invalid_parameter")
+        raise InvalidRequest(
+            "give the photos to compare on: a dataset_id, or labelled photos (label1..N with "
+            "files1..N, or an archive of class folders), not both",
+            code="invalid_parameter",
+        )
     with services.db.session() as session:
         models = []
         for model_id in ids:
@@ -64,8 +72,11 @@ def compare_models(
             photos = _dataset_photos(services, session, dataset_id, models, common)
     if upload is not None:
         with staged_photos(services, upload) as staged:
-            photos = [Photo(common[s.label.casefold()], s.image.path, s.image.filename) for s in staged
-                      if s.label is not None and s.label.casefold() in common]
+            photos = [
+                Photo(common[s.label.casefold()], s.image.path, s.image.filename)
+                for s in staged
+                if s.label is not None and s.label.casefold() in common
+            ]
             return _judge(services, models, photos, source="upload")
     return _judge(services, models, photos, source=f"dataset {dataset_id}")
 
@@ -76,8 +87,9 @@ def _common_classes(models: list[Model]) -> dict[str, str]:
     return {n.casefold(): n for n in models[0].class_names if n.casefold() in shared}
 
 
-def _dataset_photos(services: Services, session: Any, dataset_id: str, models: list[Model],
-                    common: dict[str, str]) -> list[Photo]:
+def _dataset_photos(
+    services: Services, session: Any, dataset_id: str, models: list[Model], common: dict[str, str]
+) -> list[Photo]:
     if datasets_repo.get_dataset(session, dataset_id=dataset_id) is None:
         raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
     seen: set[str] = set()  # content hashes any model trained or was validated on
@@ -85,16 +97,24 @@ def _dataset_photos(services: Services, session: Any, dataset_id: str, models: l
         data = model.data or {}
         if model.dataset_id:
             used = [*data.get("train_image_ids", []), *data.get("validation_image_ids", [])]
-            seen |= {i.content_hash for i in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=used)}
+            seen |= {
+                i.content_hash for i in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=used)
+            }
     images, _ = datasets_repo.list_images(session, dataset_id=dataset_id)
-    return [Photo(common[i.label.casefold()], services.files.dataset_image(dataset_id, i.id), i.filename)
-            for i in images if i.label is not None and i.label.casefold() in common and i.content_hash not in seen]
+    return [
+        Photo(common[i.label.casefold()], services.files.dataset_image(dataset_id, i.id), i.filename)
+        for i in images
+        if i.label is not None and i.label.casefold() in common and i.content_hash not in seen
+    ]
 
 
 def _judge(services: Services, models: list[Model], photos: list[Photo], *, source: str) -> dict[str, Any]:
     if not photos:
-        raise InvalidRequest("no labelled photo is left to compare on: every photo's label must be a class of every "
-                             "model, and photos any of the models trained on do not count", code="no_common_photos")
+        raise InvalidRequest(
+            "no labelled photo is left to compare on: every photo's label must be a class of every "
+            "model, and photos any of the models trained on do not count",
+            code="no_common_photos",
+        )
     labels = sorted({p.label for p in photos}, key=[p.label for p in photos].index)
     truth = [labels.index(p.label) for p in photos]
     results, right = [], {}
@@ -106,13 +126,18 @@ def _judge(services: Services, models: list[Model], photos: list[Photo], *, sour
         right[model.id] = correct
         report = classification_report(truth, [g if g >= 0 else len(labels) for g in guesses], [*labels, "(other)"])
         low, high = wilson_interval(sum(correct), len(correct))
-        results.append({
-            "model_id": model.id, "name": model.name, "backbone": model.backbone,
-            "dataset_version": (model.data or {}).get("dataset_version"),
-            "accuracy": round(sum(correct) / len(correct), 4), "accuracy_ci": [round(low, 4), round(high, 4)],
-            "per_class": {k: v for k, v in report["per_class"].items() if k != "(other)"},
-            "confusion_matrix": [row[: len(labels)] for row in report["confusion_matrix"][: len(labels)]],
-        })
+        results.append(
+            {
+                "model_id": model.id,
+                "name": model.name,
+                "backbone": model.backbone,
+                "dataset_version": (model.data or {}).get("dataset_version"),
+                "accuracy": round(sum(correct) / len(correct), 4),
+                "accuracy_ci": [round(low, 4), round(high, 4)],
+                "per_class": {k: v for k, v in report["per_class"].items() if k != "(other)"},
+                "confusion_matrix": [row[: len(labels)] for row in report["confusion_matrix"][: len(labels)]],
+            }
+        )
     pairs = [_paired(a, b, right) for a, b in itertools.combinations(results, 2)]
     return {"photos": len(photos), "source": source, "class_names": labels, "models": results, "pairs": pairs}
 
@@ -121,8 +146,10 @@ def _predict(services: Services, model: Model, photos: list[Photo]) -> list[str]
     predictor = load_predictor(services, model.id)
     labels: list[str] = []
     for start in range(0, len(photos), CHUNK):
-        images = [open_image(p.path, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size)
-                  for p in photos[start : start + CHUNK]]
+        images = [
+            open_image(p.path, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size)
+            for p in photos[start : start + CHUNK]
+        ]
         labels += [ranked[0][0] for ranked in predictor.predict(images, top_k=1)]
     return labels
 
@@ -131,8 +158,17 @@ def _paired(a: dict[str, Any], b: dict[str, Any], right: dict[str, list[bool]]) 
     test = mcnemar_test(right[a["model_id"]], right[b["model_id"]])
     real = test["p_value"] < SIGNIFICANCE
     better = a if a["accuracy"] >= b["accuracy"] else b
-    verdict = (f"{better['name']} is better, and the difference is unlikely to be chance (p = {test['p_value']:.3g})"
-               if real and a["accuracy"] != b["accuracy"] else
-               f"no real difference on these photos (p = {test['p_value']:.3g}); more photos would tell them apart")
-    return {"model_a": a["model_id"], "model_b": b["model_id"], "only_a_right": test["b"], "only_b_right": test["c"],
-            "p_value": round(test["p_value"], 6), "significant": real, "verdict": verdict}
+    verdict = (
+        f"{better['name']} is better, and the difference is unlikely to be chance (p = {test['p_value']:.3g})"
+        if real and a["accuracy"] != b["accuracy"]
+        else f"no real difference on these photos (p = {test['p_value']:.3g}); more photos would tell them apart"
+    )
+    return {
+        "model_a": a["model_id"],
+        "model_b": b["model_id"],
+        "only_a_right": test["b"],
+        "only_b_right": test["c"],
+        "p_value": round(test["p_value"], 6),
+        "significant": real,
+        "verdict": verdict,
+    }

@@ -144,10 +144,15 @@ def get_dataset(services: Services, dataset_id: str) -> dict[str, Any]:
     with services.db.session() as session:
         view = _view(session, _require(session, dataset_id))
         view["models"] = [
-            {"model_id": m.id, "name": m.name, "dataset_version": (m.data or {}).get("dataset_version"),
-             "test_accuracy": (m.metrics or {}).get("test_accuracy"),
-             "test_accuracy_ci": (m.metrics or {}).get("test_accuracy_ci"), "backbone": m.backbone,
-             "created_at": iso(m.created_at)}
+            {
+                "model_id": m.id,
+                "name": m.name,
+                "dataset_version": (m.data or {}).get("dataset_version"),
+                "test_accuracy": (m.metrics or {}).get("test_accuracy"),
+                "test_accuracy_ci": (m.metrics or {}).get("test_accuracy_ci"),
+                "backbone": m.backbone,
+                "created_at": iso(m.created_at),
+            }
             for m in repo.models_of(session, dataset_id=dataset_id)
         ]
         return view
@@ -172,8 +177,9 @@ def delete_dataset(services: Services, dataset_id: str) -> None:
     with services.db.session() as session:
         _require(session, dataset_id, for_update=True)
         if busy := repo.active_jobs(session, dataset_id=dataset_id):
-            raise Conflict(f"job {busy[0]} is training on this dataset; wait for it or cancel it first",
-                           code="dataset_busy")
+            raise Conflict(
+                f"job {busy[0]} is training on this dataset; wait for it or cancel it first", code="dataset_busy"
+            )
         repo.delete_dataset(session, dataset_id=dataset_id)
     remove_tree(services.files.dataset_dir(dataset_id))
     forget_usage(services)
@@ -196,22 +202,29 @@ def add_images(services: Services, dataset_id: str, request: AddImages) -> dict[
         bombs), InsufficientStorage (disk full, or over VT_MAX_DATA_MB before anything is stored). A failed
         add leaves the dataset as it was.
     """
-    groups = [ImageGroup(check_label(g.label, field=_label_field(g.field)) if g.label is not None else None,
-                         g.uploads, g.field) for g in request.groups]
+    groups = [
+        ImageGroup(
+            check_label(g.label, field=_label_field(g.field)) if g.label is not None else None, g.uploads, g.field
+        )
+        for g in request.groups
+    ]
     with services.db.session() as session:
         _require(session, dataset_id)
     if not any(g.uploads for g in groups) and request.archive is None:
-        raise InvalidRequest("no photos sent: send files (with label for one class), label1..N with files1..N, "
-                             "or an archive of class folders", code="no_images")
-    check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads],
-                                       request.archive))
+        raise InvalidRequest(
+            "no photos sent: send files (with label for one class), label1..N with files1..N, "
+            "or an archive of class folders",
+            code="no_images",
+        )
+    check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads], request.archive))
     with _staging(services, dataset_id) as staging:
         batch = _stage(services, groups, request.archive, staging)
         if batch.errors and not request.skip_invalid:
             refuse_bad_files(batch.errors)
         if not batch.staged:
-            raise InvalidRequest("none of the files is a usable image", code="invalid_image",
-                                 errors=batch.errors + batch.skipped or None)
+            raise InvalidRequest(
+                "none of the files is a usable image", code="invalid_image", errors=batch.errors + batch.skipped or None
+            )
         try:
             return _commit(services, dataset_id, batch)
         finally:
@@ -227,8 +240,12 @@ def incoming_size(declared_bytes: int | None, uploads: Sequence[Upload], archive
 def staged_photos(services: Services, request: AddImages) -> Iterator[list[_Staged]]:
     """Check and stage labelled photos in a private folder for a use that does not keep them (comparing
     models); the folder goes when the block ends. Raises as ``add_images``."""
-    groups = [ImageGroup(check_label(g.label, field=_label_field(g.field)) if g.label is not None else None,
-                         g.uploads, g.field) for g in request.groups]
+    groups = [
+        ImageGroup(
+            check_label(g.label, field=_label_field(g.field)) if g.label is not None else None, g.uploads, g.field
+        )
+        for g in request.groups
+    ]
     folder = services.files.inside("tmp")
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".compare-", dir=folder))
@@ -281,15 +298,19 @@ def _stage_archive(services: Services, archive: Upload, staging: Path, batch: _B
     path = staging / "archive.upload"
     with path.open("wb") as out:
         shutil.copyfileobj(archive.stream, out, 1 << 20)
-    limits = ArchiveLimits(max_entries=settings.max_archive_entries, max_total_bytes=settings.max_archive_bytes,
-                           max_ratio=settings.max_archive_ratio)
+    limits = ArchiveLimits(
+        max_entries=settings.max_archive_entries,
+        max_total_bytes=settings.max_archive_bytes,
+        max_ratio=settings.max_archive_ratio,
+    )
     with open_archive(path, limits) as (members, skipped):
         batch.skipped += skipped
         labels: dict[str, str] = {}
         for index, member in enumerate(members):
             try:
                 label = labels.get(member.label) or labels.setdefault(
-                    member.label, check_label(member.label, field=f"folder {member.label!r}"))
+                    member.label, check_label(member.label, field=f"folder {member.label!r}")
+                )
             except InvalidRequest as exc:
                 batch.skipped.append({"filename": member.name, "code": exc.code, "detail": exc.detail})
                 continue
@@ -327,21 +348,37 @@ def _commit(services: Services, dataset_id: str, batch: _Batch) -> dict[str, Any
                 path = services.files.dataset_image(dataset_id, image_id)
                 os.replace(item.image.path, path)
                 moved.append(path)
-                rows.append({"id": image_id, "dataset_id": dataset_id, "label": label, "filename": item.image.filename[:255],
-                             "content_hash": item.image.sha256, "width": item.image.width, "height": item.image.height,
-                             "size_bytes": item.image.size})
+                rows.append(
+                    {
+                        "id": image_id,
+                        "dataset_id": dataset_id,
+                        "label": label,
+                        "filename": item.image.filename[:255],
+                        "content_hash": item.image.sha256,
+                        "width": item.image.width,
+                        "height": item.image.height,
+                        "size_bytes": item.image.size,
+                    }
+                )
                 added.append({"image_id": image_id, "filename": item.image.filename, "label": label})
             repo.add_images(session, rows)
             version = repo.bump_version(session, dataset, class_names) if rows else dataset.version
     except IntegrityError:
         _unlink(moved)
-        raise Conflict("the dataset changed while these photos were added; send them again",
-                       code="dataset_changed") from None
+        raise Conflict(
+            "the dataset changed while these photos were added; send them again", code="dataset_changed"
+        ) from None
     except BaseException:
         _unlink(moved)
         raise
-    return {"dataset_id": dataset_id, "version": version, "added": added, "duplicates": duplicates,
-            "errors": batch.errors, "skipped": batch.skipped}
+    return {
+        "dataset_id": dataset_id,
+        "version": version,
+        "added": added,
+        "duplicates": duplicates,
+        "errors": batch.errors,
+        "skipped": batch.skipped,
+    }
 
 
 def _unlink(paths: Sequence[Path]) -> None:
@@ -350,13 +387,19 @@ def _unlink(paths: Sequence[Path]) -> None:
 
 
 def list_images(
-    services: Services, dataset_id: str, *, label: str | None = None, unlabelled: bool = False,
-    limit: int = 50, offset: int = 0,
+    services: Services,
+    dataset_id: str,
+    *,
+    label: str | None = None,
+    unlabelled: bool = False,
+    limit: int = 50,
+    offset: int = 0,
 ) -> dict[str, Any]:
     with services.db.session() as session:
         _require(session, dataset_id)
-        images, count = repo.list_images(session, dataset_id=dataset_id, label=label, unlabelled=unlabelled,
-                                         limit=limit, offset=offset)
+        images, count = repo.list_images(
+            session, dataset_id=dataset_id, label=label, unlabelled=unlabelled, limit=limit, offset=offset
+        )
         return {"items": [image_view(i) for i in images], "count": count}
 
 
@@ -378,8 +421,10 @@ def _check_ids(session: Any, dataset_id: str, image_ids: Sequence[str]) -> list[
         raise InvalidRequest("image_ids must list at least one image", code="invalid_parameter")
     found = {i.id for i in repo.get_images(session, dataset_id=dataset_id, image_ids=ids)}
     if missing := [i for i in ids if i not in found]:
-        raise NotFound(f"dataset {dataset_id} has no image(s) {', '.join(map(repr, missing[:5]))}"
-                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        raise NotFound(
+            f"dataset {dataset_id} has no image(s) {', '.join(map(repr, missing[:5]))}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
     return ids
 
 
@@ -448,11 +493,14 @@ def training_snapshot(services: Services, dataset_id: str, *, max_classes: int) 
         class_names = [n for n in dataset.class_names if counts.get(n)]
         version = dataset.version
     if len(class_names) < 2:
-        raise InvalidRequest(f"the dataset has {len(class_names)} labelled class(es); training needs at least 2",
-                             code="too_few_classes")
+        raise InvalidRequest(
+            f"the dataset has {len(class_names)} labelled class(es); training needs at least 2", code="too_few_classes"
+        )
     if len(class_names) > max_classes:
-        raise InvalidRequest(f"the dataset has {len(class_names)} classes; at most {max_classes} (VT_MAX_CLASSES)",
-                             code="too_many_classes")
+        raise InvalidRequest(
+            f"the dataset has {len(class_names)} classes; at most {max_classes} (VT_MAX_CLASSES)",
+            code="too_many_classes",
+        )
     if small := [n for n in class_names if counts[n] < 2]:
         raise InvalidRequest(
             f"class(es) {', '.join(map(repr, small))} have fewer than 2 photos; every class needs at least 2 "
@@ -460,6 +508,9 @@ def training_snapshot(services: Services, dataset_id: str, *, max_classes: int) 
             code="too_few_images",
         )
     index = {name: i for i, name in enumerate(class_names)}
-    inputs = [{"image_id": i.id, "label": index[i.label], "sha256": i.content_hash, "filename": i.filename}
-              for i in images if i.label is not None]
+    inputs = [
+        {"image_id": i.id, "label": index[i.label], "sha256": i.content_hash, "filename": i.filename}
+        for i in images
+        if i.label is not None
+    ]
     return Snapshot(dataset_id=dataset_id, version=version, class_names=class_names, inputs=inputs)

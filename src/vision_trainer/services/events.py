@@ -238,8 +238,9 @@ class _Channel:
             await asyncio.sleep(REPLAY_GATHER_S)
             self.next_replay = None  # who joins from now on needs a read that starts after joining
             try:
-                read.result.set_result(await self.hub.read(_replay, self.hub.db, self.job_id, read.after,
-                                                            self.hub.encode))
+                read.result.set_result(
+                    await self.hub.read(_replay, self.hub.db, self.job_id, read.after, self.hub.encode)
+                )
             except asyncio.CancelledError:
                 read.result.cancel()
                 raise
@@ -288,8 +289,9 @@ class _Channel:
         return True
 
     def drop(self, sub: Subscription) -> None:
-        log.info("job %s: a stream fell %d reads behind; it ends and its client replays", self.job_id,
-                 self.hub.queue_size)
+        log.info(
+            "job %s: a stream fell %d reads behind; it ends and its client replays", self.job_id, self.hub.queue_size
+        )
         self.hub.dropped += 1
         sub.dropped = True
         sub.end()
@@ -312,7 +314,12 @@ class JobEventHub:
     """
 
     def __init__(
-        self, db: Database, encode: Encoder, *, max_streams: int, queue_size: int = QUEUE_SIZE,
+        self,
+        db: Database,
+        encode: Encoder,
+        *,
+        max_streams: int,
+        queue_size: int = QUEUE_SIZE,
         poll_s: float = SAFETY_POLL_S,
     ) -> None:
         self.db, self.encode = db, encode

@@ -46,12 +46,32 @@ def submit_analysis(services: Services, queue: JobQueue, dataset_id: str) -> dic
         class_names = [n for n in dataset.class_names if any(i.label == n for i in images)]
         version = dataset.version
     index = {name: i for i, name in enumerate(class_names)}
-    inputs = [{"image_id": i.id, "label": index[i.label] if i.label is not None else -1, "sha256": i.content_hash,
-               "filename": i.filename} for i in images]
-    params = {"backbone": INSIGHTS_BACKBONE, "backbone_note": f"Analysis on {INSIGHTS_BACKBONE} features",
-              "epochs": None, "seed": 0, "test_split": 0.2}
-    return queue_job(services, queue, dataset_id=dataset_id, version=version, class_names=class_names,
-                     inputs=inputs, params=params, kind="analyze")
+    inputs = [
+        {
+            "image_id": i.id,
+            "label": index[i.label] if i.label is not None else -1,
+            "sha256": i.content_hash,
+            "filename": i.filename,
+        }
+        for i in images
+    ]
+    params = {
+        "backbone": INSIGHTS_BACKBONE,
+        "backbone_note": f"Analysis on {INSIGHTS_BACKBONE} features",
+        "epochs": None,
+        "seed": 0,
+        "test_split": 0.2,
+    }
+    return queue_job(
+        services,
+        queue,
+        dataset_id=dataset_id,
+        version=version,
+        class_names=class_names,
+        inputs=inputs,
+        params=params,
+        kind="analyze",
+    )
 
 
 def get_insights(services: Services, dataset_id: str) -> dict[str, Any]:
@@ -61,8 +81,10 @@ def get_insights(services: Services, dataset_id: str) -> dict[str, Any]:
         if dataset is None:
             raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
         if not dataset.insights:
-            raise NotFound(f"dataset {dataset_id} has not been analyzed yet; POST /datasets/{dataset_id}/analyze",
-                           code="no_insights")
+            raise NotFound(
+                f"dataset {dataset_id} has not been analyzed yet; POST /datasets/{dataset_id}/analyze",
+                code="no_insights",
+            )
         stale = dataset.insights["dataset_version"] != dataset.version
         return {**dataset.insights, "current_version": dataset.version, "stale": stale}
 
@@ -75,8 +97,11 @@ def run_analysis(services: Services, job: Job, hooks: TrainingHooks) -> dict[str
     present = [(i, files.dataset_image(job.dataset_id, i["image_id"])) for i in job.inputs]  # type: ignore[arg-type]
     present = [(i, path) for i, path in present if path.is_file()]
     items = [LabelledImage(path, i["label"], i["sha256"], i["filename"]) for i, path in present]
-    config = TrainConfig(runtime=services.runtime, num_workers=services.settings.num_workers,
-                         allow_download=services.settings.download_weights)
+    config = TrainConfig(
+        runtime=services.runtime,
+        num_workers=services.settings.num_workers,
+        allow_download=services.settings.download_weights,
+    )
     backbone = pretrained_backbone(spec, allow_download=config.allow_download)
     x, _ = plain_features(spec, backbone, items, config, hooks, services.features)
     features = x.cpu().numpy()
@@ -91,12 +116,18 @@ def run_analysis(services: Services, job: Job, hooks: TrainingHooks) -> dict[str
         dataset = datasets_repo.get_dataset(session, dataset_id=job.dataset_id, for_update=True)  # type: ignore[arg-type]
         if dataset is not None:
             dataset.insights = insights
-    hooks.log(f"Insights: {len(insights['suspect_labels'])} suspect label(s), {len(insights['near_duplicates'])} "
-              f"near-duplicate group(s), {len(insights['outliers'])} outlier(s), {len(insights['suggestions'])} "
-              f"suggestion(s) for unlabelled photos, in {insights['seconds']:.2f} s")
-    return {"images": len(items), "suspects": len(insights["suspect_labels"]),
-            "near_duplicates": len(insights["near_duplicates"]), "outliers": len(insights["outliers"]),
-            "cv_accuracy": insights["cv_accuracy"]}
+    hooks.log(
+        f"Insights: {len(insights['suspect_labels'])} suspect label(s), {len(insights['near_duplicates'])} "
+        f"near-duplicate group(s), {len(insights['outliers'])} outlier(s), {len(insights['suggestions'])} "
+        f"suggestion(s) for unlabelled photos, in {insights['seconds']:.2f} s"
+    )
+    return {
+        "images": len(items),
+        "suspects": len(insights["suspect_labels"]),
+        "near_duplicates": len(insights["near_duplicates"]),
+        "outliers": len(insights["outliers"]),
+        "cv_accuracy": insights["cv_accuracy"],
+    }
 
 
 def _fingerprint(services: Services, item: LabelledImage) -> np.ndarray:
@@ -110,7 +141,9 @@ def _fingerprint(services: Services, item: LabelledImage) -> np.ndarray:
     return value
 
 
-def _view(job: Job, present: list[tuple[dict[str, Any], Any]], items: list[LabelledImage], found: Insights) -> dict[str, Any]:
+def _view(
+    job: Job, present: list[tuple[dict[str, Any], Any]], items: list[LabelledImage], found: Insights
+) -> dict[str, Any]:
     names = job.class_names
     ids = [i["image_id"] for i, _ in present]
 
@@ -127,9 +160,15 @@ def _view(job: Job, present: list[tuple[dict[str, Any], Any]], items: list[Label
         members = list(group.members)
         member_labels = [items[m].label if items[m].label >= 0 else None for m in members]
         kind = duplicate_kind(member_labels, [id(items[m]) in in_test for m in members])
-        duplicates.append({"image_ids": [ids[m] for m in members], "filenames": [items[m].name for m in members],
-                           "labels": [label(items[m].label) for m in members], "similarity": round(group.similarity, 4),
-                           "kind": kind})
+        duplicates.append(
+            {
+                "image_ids": [ids[m] for m in members],
+                "filenames": [items[m].name for m in members],
+                "labels": [label(items[m].label) for m in members],
+                "similarity": round(group.similarity, 4),
+                "kind": kind,
+            }
+        )
     order = {"cross_class": 0, "cross_split": 1, "same_class": 2}
     duplicates.sort(key=lambda d: (order[str(d["kind"])], -float(d["similarity"])))  # type: ignore[arg-type]
     return {
@@ -138,20 +177,42 @@ def _view(job: Job, present: list[tuple[dict[str, Any], Any]], items: list[Label
         "job_id": job.id,
         "backbone": job.params["backbone"],
         "image_count": len(items),
-        "suspect_labels": [{"image_id": ids[s.index], "filename": items[s.index].name, "label": label(s.label),
-                            "suggested_label": label(s.suggested_label), "confidence": s.confidence}
-                           for s in found.suspects[:SHOWN]],
+        "suspect_labels": [
+            {
+                "image_id": ids[s.index],
+                "filename": items[s.index].name,
+                "label": label(s.label),
+                "suggested_label": label(s.suggested_label),
+                "confidence": s.confidence,
+            }
+            for s in found.suspects[:SHOWN]
+        ],
         "near_duplicates": duplicates,
-        "outliers": [{"image_id": ids[o.index], "filename": items[o.index].name, "label": label(items[o.index].label),
-                      "score": o.score} for o in found.outliers[:SHOWN]],
-        "class_balance": {"counts": balance.counts, "recommended_per_class": RECOMMENDED_PER_CLASS,
-                          "warnings": [{"code": w.code, "message": w.message, "classes": list(w.classes)}
-                                       for w in balance.warnings]},
-        "suggestions": [{"image_id": ids[s.index], "filename": items[s.index].name,
-                         "suggested_label": label(s.suggested_label), "confidence": s.confidence}
-                        for s in found.suggestions[:SHOWN]],
-        "cv_accuracy": None if found.cv_accuracy is None else {"mean": found.cv_accuracy.mean, "std": found.cv_accuracy.std,
-                                                                 "folds": list(found.cv_accuracy.folds)},
+        "outliers": [
+            {
+                "image_id": ids[o.index],
+                "filename": items[o.index].name,
+                "label": label(items[o.index].label),
+                "score": o.score,
+            }
+            for o in found.outliers[:SHOWN]
+        ],
+        "class_balance": {
+            "counts": balance.counts,
+            "recommended_per_class": RECOMMENDED_PER_CLASS,
+            "warnings": [{"code": w.code, "message": w.message, "classes": list(w.classes)} for w in balance.warnings],
+        },
+        "suggestions": [
+            {
+                "image_id": ids[s.index],
+                "filename": items[s.index].name,
+                "suggested_label": label(s.suggested_label),
+                "confidence": s.confidence,
+            }
+            for s in found.suggestions[:SHOWN]
+        ],
+        "cv_accuracy": None
+        if found.cv_accuracy is None
+        else {"mean": found.cv_accuracy.mean, "std": found.cv_accuracy.std, "folds": list(found.cv_accuracy.folds)},
         "warnings": [*found.warnings, *(w.message for w in balance.warnings)],
     }
-

@@ -50,12 +50,18 @@ def cancel_job(services: Services, queue: JobQueue, job_id: str) -> dict[str, An
             raise NotFound(f"no job with id {job_id!r}; GET /jobs lists them")
         now = repo.now()
         if repo.set_job_status(
-            session, job_id=job_id, expected=["queued"], status="cancelled", finished_at=now,
-            phase="done", cancel_requested=True,
+            session,
+            job_id=job_id,
+            expected=["queued"],
+            status="cancelled",
+            finished_at=now,
+            phase="done",
+            cancel_requested=True,
         ):
             repo.add_event(session, job_id=job_id, kind="log", data={"line": "Cancelled before it started"})
-            repo.add_event(session, job_id=job_id, kind="status",
-                           data={"status": "cancelled", "model_id": None, "error": None})
+            repo.add_event(
+                session, job_id=job_id, kind="status", data={"status": "cancelled", "model_id": None, "error": None}
+            )
         elif job.status == "running":
             repo.request_cancel(session, job_id=job_id)
         else:

@@ -78,7 +78,7 @@ def get_default_model(services: Services) -> dict[str, Any]:
     with services.db.session() as session:
         model_id = repo.get_alias(session, name=repo.DEFAULT_ALIAS)
         if model_id is None:
-            raise NotFound("no default model is set; PUT /models/default with {\"model_id\"}", code="no_default")
+            raise NotFound('no default model is set; PUT /models/default with {"model_id"}', code="no_default")
         return model_summary(_require(session, model_id))
 
 
@@ -107,7 +107,9 @@ def shared_backbone(services: Services, head: dict[str, Any]) -> nn.Module:
     try:
         backbone = pretrained_backbone(spec, allow_download=services.settings.download_weights)
     except WeightsUnavailableError as exc:
-        raise Unavailable(f"this model needs {spec.name}'s pretrained weights: {exc}", code="weights_unavailable") from None
+        raise Unavailable(
+            f"this model needs {spec.name}'s pretrained weights: {exc}", code="weights_unavailable"
+        ) from None
     if backbone_fingerprint(spec, backbone) != head["backbone_fingerprint"]:
         raise Unavailable(
             f"this model was trained on other {spec.name} weights ({head['backbone_fingerprint']}) than the ones "
@@ -140,10 +142,15 @@ def _stored_images(session: Any, services: Services, model: Model) -> dict[str, 
     """``{image_id: path}`` of the photos the model was trained and tested on: its dataset's (v2), or the
     upload folder of the job that trained it (v1). Empty for imported models and deleted datasets/jobs."""
     if model.dataset_id is not None:
-        ids = [*model.data.get("train_image_ids", []), *model.data.get("validation_image_ids", []),
-               *model.data.get("test_image_ids", [])]
-        return {image.id: services.files.dataset_image(model.dataset_id, image.id)
-                for image in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=ids)}
+        ids = [
+            *model.data.get("train_image_ids", []),
+            *model.data.get("validation_image_ids", []),
+            *model.data.get("test_image_ids", []),
+        ]
+        return {
+            image.id: services.files.dataset_image(model.dataset_id, image.id)
+            for image in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=ids)
+        }
     job = repo.get_job(session, job_id=model.job_id) if model.job_id else None
     if job is None or job.dataset_id is not None:
         return {}
@@ -155,8 +162,9 @@ def model_image(services: Services, model_id: str, image_id: str) -> Path:
     with services.db.session() as session:
         stored = _stored_images(session, services, _require(session, model_id))
     if image_id not in stored:
-        raise NotFound(f"model {model_id} has no stored image {image_id!r} (imported models and deleted datasets "
-                       "have none)")
+        raise NotFound(
+            f"model {model_id} has no stored image {image_id!r} (imported models and deleted datasets have none)"
+        )
     if not stored[image_id].is_file():
         raise NotFound(f"image {image_id} is missing from the data dir")
     return stored[image_id]
@@ -206,17 +214,30 @@ def import_model(
     model_id = uuid.uuid4().hex
     path = services.files.checkpoint_path(model_id)
     temperature = float(checkpoint.get("temperature") or 1.0)
-    save_checkpoint(path, build_checkpoint(
-        model_state_dict=checkpoint["model_state_dict"], class_names=class_names, backbone=spec.name,
-        preprocessing=spec.preprocessing(), temperature=temperature, metrics=None,
-    ))
+    save_checkpoint(
+        path,
+        build_checkpoint(
+            model_state_dict=checkpoint["model_state_dict"],
+            class_names=class_names,
+            backbone=spec.name,
+            preprocessing=spec.preprocessing(),
+            temperature=temperature,
+            metrics=None,
+        ),
+    )
     try:
         with services.db.session() as session:
             model = repo.create_model(
-                session, id=model_id, job_id=None, name=(name or "").strip() or f"imported {filename}"[:200],
-                class_names=class_names, backbone=spec.name,
+                session,
+                id=model_id,
+                job_id=None,
+                name=(name or "").strip() or f"imported {filename}"[:200],
+                class_names=class_names,
+                backbone=spec.name,
                 params={"imported_from": filename, "temperature": temperature},
-                data={}, history=[], metrics=None,
+                data={},
+                history=[],
+                metrics=None,
             )
             return model_view(model)
     except BaseException:

@@ -79,8 +79,7 @@ def resolve_model_id(services: Services, model_id: str | None) -> str:
             return default
         newest = repo.newest_model(session)
         if newest is None:
-            raise Conflict("no trained model yet: POST /train first and wait for the job to succeed",
-                           code="no_model")
+            raise Conflict("no trained model yet: POST /train first and wait for the job to succeed", code="no_model")
         return newest.id
 
 
@@ -159,5 +158,7 @@ def predict_batch(
         except InvalidImageError as exc:
             entries.append({"filename": filename, "error": {"code": exc.code, "detail": f"{filename!r}: {exc}"}})
     ranked = iter(predictor.predict(images, top_k=_top_k(predictor, top_k)) if images else [])
-    predictions = [entry if "error" in entry else {**entry, **_answer(next(ranked), min_confidence)} for entry in entries]
+    predictions = [
+        entry if "error" in entry else {**entry, **_answer(next(ranked), min_confidence)} for entry in entries
+    ]
     return {"model_id": resolved, "predictions": predictions}

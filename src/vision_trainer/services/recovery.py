@@ -25,8 +25,13 @@ def _recover(services: Services, job: Job, why: str) -> bool:
     elif job.attempts < limit:
         return release(services, job.id, job.worker_id, f"Re-queued: {why}", died=True)
     else:
-        finish(services, job.id, job.worker_id, "failed",
-                error=f"{why}; it was attempt {job.attempts} of {limit} (VT_MAX_ATTEMPTS), so it is not run again")
+        finish(
+            services,
+            job.id,
+            job.worker_id,
+            "failed",
+            error=f"{why}; it was attempt {job.attempts} of {limit} (VT_MAX_ATTEMPTS), so it is not run again",
+        )
     return False
 
 
@@ -124,5 +129,3 @@ def requeue_interrupted(services: Services) -> list[str]:
     recover_dead_jobs(services, at_start=True)
     with services.db.session() as session:
         return [job.id for job in repo.jobs_with_status(session, statuses=["queued"])]
-
-

@@ -55,8 +55,12 @@ def retry_on_outage(services: Services, what: str, write: Callable[[], T]) -> T:
                 raise
             if failed_since is None:
                 failed_since = time.monotonic()
-                log.warning("%s: the database cannot be reached (%s); retrying for up to %g s", what,
-                            type(exc).__name__, services.settings.database_retry_s)
+                log.warning(
+                    "%s: the database cannot be reached (%s); retrying for up to %g s",
+                    what,
+                    type(exc).__name__,
+                    services.settings.database_retry_s,
+                )
             time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
             continue
@@ -104,9 +108,13 @@ class _Heartbeat:
                     held = repo.heartbeat(session, job_id=self.job_id, worker_id=self.claim)
             except Exception as exc:  # the database is away: beat again at the next interval
                 if not failing:
-                    log.warning("job %s: heartbeat failed (%s); retrying every %g s", self.job_id,
-                                type(exc).__name__, self.services.settings.heartbeat_interval_s,
-                                exc_info=not is_database_outage(exc))
+                    log.warning(
+                        "job %s: heartbeat failed (%s); retrying every %g s",
+                        self.job_id,
+                        type(exc).__name__,
+                        self.services.settings.heartbeat_interval_s,
+                        exc_info=not is_database_outage(exc),
+                    )
                 failing = True
                 continue
             if failing:
@@ -120,9 +128,7 @@ class _Heartbeat:
 class _JobReporter:
     """Writes progress, log lines and cancellation checks of one running job to the database."""
 
-    def __init__(
-        self, services: Services, job_id: str, interrupted: Callable[[], bool], lost: threading.Event
-    ) -> None:
+    def __init__(self, services: Services, job_id: str, interrupted: Callable[[], bool], lost: threading.Event) -> None:
         self.services = services
         self.job_id = job_id
         self.interrupted = interrupted
@@ -141,6 +147,7 @@ class _JobReporter:
         values: dict[str, Any] = {"phase": phase, "done": done, "total": total}
         if epoch is not None:
             values["epoch"] = epoch
+
         def write() -> None:
             with self.services.db.session() as session:
                 repo.update_job(session, job_id=self.job_id, **values)
@@ -210,8 +217,11 @@ def run_training_job(
         try:
             reporter.log(f"{job.params['backbone_note']} (worker {claim})")
             if skipped := job.params.get("skipped_files"):
-                reporter.log(f"Skipped {len(skipped)} unusable file(s): " + "; ".join(_where(e) for e in skipped[:20])
-                             + (f"; and {len(skipped) - 20} more" if len(skipped) > 20 else ""))
+                reporter.log(
+                    f"Skipped {len(skipped)} unusable file(s): "
+                    + "; ".join(_where(e) for e in skipped[:20])
+                    + (f"; and {len(skipped) - 20} more" if len(skipped) > 20 else "")
+                )
             if job.attempts > 1:
                 reporter.log(f"Attempt {job.attempts}: the previous run was interrupted")
             if job.kind == "analyze":
@@ -242,12 +252,18 @@ def _items(services: Services, job: Job, reporter: _JobReporter) -> list[Labelle
     if job.dataset_id is None:
         job_dir = services.files.job_dir(job.id)
         return [LabelledImage(job_dir / i["file"], i["label"], i["sha256"], i.get("filename", "")) for i in job.inputs]
-    items = [LabelledImage(services.files.dataset_image(job.dataset_id, i["image_id"]), i["label"], i["sha256"],
-                           i.get("filename", "")) for i in job.inputs]
+    items = [
+        LabelledImage(
+            services.files.dataset_image(job.dataset_id, i["image_id"]), i["label"], i["sha256"], i.get("filename", "")
+        )
+        for i in job.inputs
+    ]
     present = [item for item in items if item.path.is_file()]
     if len(present) < len(items):
-        reporter.log(f"{len(items) - len(present)} photo(s) were removed from the dataset after this job was "
-                     "queued; training without them")
+        reporter.log(
+            f"{len(items) - len(present)} photo(s) were removed from the dataset after this job was "
+            "queued; training without them"
+        )
     return present
 
 
@@ -257,8 +273,9 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
     removed += params.get("duplicates_removed", 0)
     if removed:
         reporter.log(f"Dropped {removed} exact duplicate image(s)")
-    split = _keep_copies_together(services, job, stable_split(unique, test_fraction=params["test_split"],
-                                                              seed=params["seed"]), reporter)
+    split = _keep_copies_together(
+        services, job, stable_split(unique, test_fraction=params["test_split"], seed=params["seed"]), reporter
+    )
     if job.dataset_id is not None:
         reporter.log(f"Dataset {job.dataset_id} version {job.dataset_version}")
     reporter.log(f"Split: {len(split.train)} train / {len(split.test)} test images")
@@ -275,8 +292,9 @@ def _train_and_store(services: Services, job: Job, reporter: _JobReporter, claim
     selection = None
     if params["backbone"] == AUTO:
         specs = [resolve_backbone(name) for name in auto_candidates(services.settings)]
-        spec, selection, why = auto_backbone(specs, split, job.class_names, config, reporter.hooks(),
-                                             cache=services.features)
+        spec, selection, why = auto_backbone(
+            specs, split, job.class_names, config, reporter.hooks(), cache=services.features
+        )
         reporter.log(why)
         job.params = params = {**params, "backbone": spec.name, "backbone_requested": AUTO}
     spec = resolve_backbone(params["backbone"])
@@ -312,8 +330,16 @@ def _analyze_and_store(services: Services, job: Job, reporter: _JobReporter, cla
     summary = run_analysis(services, job, reporter.hooks())
     with services.db.session() as session:
         if not repo.set_job_status(
-            session, job_id=job.id, expected=["running"], status="succeeded", held_by=claim, finished_at=repo.now(),
-            phase="done", done=Job.total, metrics=summary, duration_s=time.monotonic() - started,
+            session,
+            job_id=job.id,
+            expected=["running"],
+            status="succeeded",
+            held_by=claim,
+            finished_at=repo.now(),
+            phase="done",
+            done=Job.total,
+            metrics=summary,
+            duration_s=time.monotonic() - started,
         ):
             raise JobLost(job.id)
         _final_events(session, job.id, "succeeded", f"Insights saved: GET /datasets/{job.dataset_id}/insights")
@@ -350,9 +376,18 @@ def _save_model(
             if tries > 1 and _saved_already(session, job.id, model_id):
                 return  # the previous try committed, but the database went away before it said so
             if not repo.set_job_status(
-                session, job_id=job.id, expected=["running"], status="succeeded", held_by=claim,
-                finished_at=repo.now(), phase="done", done=Job.total, model_id=model_id,
-                metrics=result.metrics, duration_s=duration, images_per_s=len(job.inputs) / max(duration, 1e-9),
+                session,
+                job_id=job.id,
+                expected=["running"],
+                status="succeeded",
+                held_by=claim,
+                finished_at=repo.now(),
+                phase="done",
+                done=Job.total,
+                model_id=model_id,
+                metrics=result.metrics,
+                duration_s=duration,
+                images_per_s=len(job.inputs) / max(duration, 1e-9),
             ):
                 raise JobLost(job.id)
             repo.create_model(
@@ -401,8 +436,10 @@ def _model_data(job: Job, result: TrainResult, split: Split, removed: int) -> di
         "train_image_ids": [item.path.stem for item in result.fit_items],
         "validation_image_ids": [item.path.stem for item in result.validation_items],
         "test_image_ids": [item.path.stem for item in split.test],
-        "test_images": [{"image_id": item.path.stem, "filename": item.name, "label": job.class_names[item.label]}
-                        for item in split.test],
+        "test_images": [
+            {"image_id": item.path.stem, "filename": item.name, "label": job.class_names[item.label]}
+            for item in split.test
+        ],
     }
 
 
@@ -421,7 +458,12 @@ def _final_events(
 
 
 def finish(
-    services: Services, job_id: str, claim: str | None, status: str, *, error: str | None = None,
+    services: Services,
+    job_id: str,
+    claim: str | None,
+    status: str,
+    *,
+    error: str | None = None,
     line: str | None = None,
 ) -> str | None:
     """End a job ``claim`` holds as ``failed`` or ``cancelled``; None when the claim was lost."""
@@ -431,8 +473,14 @@ def finish(
     def write() -> str | None:
         with services.db.session() as session:
             if not repo.set_job_status(
-                session, job_id=job_id, expected=["running"], status=status, held_by=claim,
-                finished_at=repo.now(), phase="done", error=error,
+                session,
+                job_id=job_id,
+                expected=["running"],
+                status=status,
+                held_by=claim,
+                finished_at=repo.now(),
+                phase="done",
+                error=error,
             ):
                 return None
             _final_events(session, job_id, status, line, error=error)
@@ -447,8 +495,17 @@ def release(services: Services, job_id: str, claim: str | None, line: str, *, di
     def write() -> bool:
         with services.db.session() as session:
             released = repo.set_job_status(
-                session, job_id=job_id, expected=["running"], status="queued", held_by=claim,
-                phase="queued", done=0, total=0, epoch=None, worker_id=None, heartbeat_at=None,
+                session,
+                job_id=job_id,
+                expected=["running"],
+                status="queued",
+                held_by=claim,
+                phase="queued",
+                done=0,
+                total=0,
+                epoch=None,
+                worker_id=None,
+                heartbeat_at=None,
                 **({} if died else {"attempts": Job.attempts - 1}),
             )
             if released:
@@ -456,5 +513,3 @@ def release(services: Services, job_id: str, claim: str | None, line: str, *, di
         return released
 
     return retry_on_outage(services, f"job {job_id}: putting it back in the queue", write)
-
-

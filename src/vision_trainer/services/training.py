@@ -35,7 +35,8 @@ class TrainingOptions(BaseModel):
 
     epochs: int = Field(5, ge=1, le=200, description="Training epochs of the new head.")
     backbone: str | None = Field(
-        None, max_length=64,
+        None,
+        max_length=64,
         description="A backbone of GET /, or auto: the one whose features classify the training photos best "
         "out of fold; default: see GET /.",
     )
@@ -79,8 +80,12 @@ class TrainingRequest:
 
 
 def submit_dataset_training(
-    services: Services, queue: JobQueue, dataset_id: str, options: TrainingOptions,
-    *, extra_params: Mapping[str, Any] | None = None,
+    services: Services,
+    queue: JobQueue,
+    dataset_id: str,
+    options: TrainingOptions,
+    *,
+    extra_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Queue a job that trains on the dataset's labelled photos as they are now (its version).
 
@@ -112,20 +117,42 @@ def submit_dataset_training(
         "skipped_files": [],
         **(extra_params or {}),
     }
-    return queue_job(services, queue, dataset_id=snapshot.dataset_id, version=snapshot.version,
-                     class_names=snapshot.class_names, inputs=snapshot.inputs, params=params)
+    return queue_job(
+        services,
+        queue,
+        dataset_id=snapshot.dataset_id,
+        version=snapshot.version,
+        class_names=snapshot.class_names,
+        inputs=snapshot.inputs,
+        params=params,
+    )
 
 
 def queue_job(
-    services: Services, queue: JobQueue, *, dataset_id: str, version: int, class_names: list[str],
-    inputs: list[dict[str, Any]], params: dict[str, Any], kind: str = "train",
+    services: Services,
+    queue: JobQueue,
+    *,
+    dataset_id: str,
+    version: int,
+    class_names: list[str],
+    inputs: list[dict[str, Any]],
+    params: dict[str, Any],
+    kind: str = "train",
 ) -> dict[str, Any]:
     """Commit a queued job on a dataset's snapshot, then hand its id to the queue (the job is taken back
     if the queue cannot be reached: 503 ``queue_unavailable``). Returns the job view."""
     job_id = uuid.uuid4().hex
     with services.db.session() as session:
-        job = repo.create_job(session, job_id=job_id, params=params, class_names=class_names, inputs=inputs,
-                              dataset_id=dataset_id, dataset_version=version, kind=kind)
+        job = repo.create_job(
+            session,
+            job_id=job_id,
+            params=params,
+            class_names=class_names,
+            inputs=inputs,
+            dataset_id=dataset_id,
+            dataset_version=version,
+            kind=kind,
+        )
         view = job_view(job, [])
     try:
         queue.enqueue(job_id)
@@ -163,19 +190,31 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
     groups = _class_groups(request, settings.max_classes)
     choose_backbone(settings, options.backbone)  # an unknown backbone is refused before anything is stored
     _check_queue_room(services)
-    check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads],
-                                       request.archive))
+    check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads], request.archive))
     name = options.name or (" vs ".join(g.label or "" for g in groups)[:200] if groups else "uploaded archive")
     dataset = create_dataset(services, name)
     try:
-        added = add_dataset_images(services, dataset["dataset_id"],
-                                   AddImages(groups=groups, archive=request.archive, skip_invalid=request.skip_invalid,
-                                             declared_bytes=request.declared_bytes))
+        added = add_dataset_images(
+            services,
+            dataset["dataset_id"],
+            AddImages(
+                groups=groups,
+                archive=request.archive,
+                skip_invalid=request.skip_invalid,
+                declared_bytes=request.declared_bytes,
+            ),
+        )
         skipped = added["errors"] + added["skipped"] if request.archive is not None else added["errors"]
         return submit_dataset_training(
-            services, queue, dataset["dataset_id"], options,
-            extra_params={"skip_invalid": request.skip_invalid, "skipped_files": skipped,
-                          "duplicates_removed": len(added["duplicates"])},
+            services,
+            queue,
+            dataset["dataset_id"],
+            options,
+            extra_params={
+                "skip_invalid": request.skip_invalid,
+                "skipped_files": skipped,
+                "duplicates_removed": len(added["duplicates"]),
+            },
         )
     except BaseException:
         delete_dataset(services, dataset["dataset_id"])
@@ -184,8 +223,9 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
 
 def _class_groups(request: TrainingRequest, max_classes: int) -> list[ImageGroup]:
     if request.archive is not None and request.labels:
-        raise InvalidRequest("send either an archive of class folders or label1..N with files1..N, not both",
-                             code="invalid_class_fields")
+        raise InvalidRequest(
+            "send either an archive of class folders or label1..N with files1..N, not both", code="invalid_class_fields"
+        )
     if request.archive is not None:
         return []
     labels = check_labels(list(request.labels), max_classes=max_classes)

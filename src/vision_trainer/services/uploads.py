@@ -69,9 +69,15 @@ def check_label(raw: str, *, field: str = "label") -> str:
     if not label:
         raise InvalidRequest(f"{field} is empty: every class needs a name", code="empty_label")
     if len(label) > MAX_LABEL_LENGTH:
-        raise InvalidRequest(f"{field} is {len(label)} characters long; at most {MAX_LABEL_LENGTH}", code="invalid_label")
-    if any(unicodedata.category(ch).startswith("C") for ch in label) or "/" in label or "\\" in label \
-            or not label.strip("."):
+        raise InvalidRequest(
+            f"{field} is {len(label)} characters long; at most {MAX_LABEL_LENGTH}", code="invalid_label"
+        )
+    if (
+        any(unicodedata.category(ch).startswith("C") for ch in label)
+        or "/" in label
+        or "\\" in label
+        or not label.strip(".")
+    ):
         raise InvalidRequest(
             f"{field} {label!r} contains control characters or path separators, or is only dots",
             code="invalid_label",
@@ -125,8 +131,9 @@ def stage_image(stream: IO[bytes], filename: str, folder: Path, limits: UploadLi
                 kind = archive_kind(head.read(512))
             if kind is None:
                 raise
-            raise UnsupportedFormatError(f"this is a {kind} archive, not an image: send archives of class folders "
-                                         "in the `archive` field") from None
+            raise UnsupportedFormatError(
+                f"this is a {kind} archive, not an image: send archives of class folders in the `archive` field"
+            ) from None
         width, height = _displayed_size(path)
     except BaseException:
         path.unlink(missing_ok=True)
@@ -172,4 +179,3 @@ def _copy_hashing(stream: IO[bytes], path: Path, max_bytes: int) -> tuple[str, i
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest(), size
-

@@ -78,8 +78,13 @@ def add_images(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def list_images(
-    session: Session, *, dataset_id: str, label: str | None = None, unlabelled: bool = False,
-    limit: int | None = None, offset: int = 0,
+    session: Session,
+    *,
+    dataset_id: str,
+    label: str | None = None,
+    unlabelled: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> tuple[list[DatasetImage], int]:
     conditions = [DatasetImage.dataset_id == dataset_id]
     if unlabelled:
@@ -98,7 +103,9 @@ def get_images(session: Session, *, dataset_id: str, image_ids: Sequence[str]) -
     ids = list(dict.fromkeys(image_ids))
     for start in range(0, len(ids), 500):
         found += session.scalars(
-            select(DatasetImage).where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(ids[start : start + 500]))
+            select(DatasetImage).where(
+                DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(ids[start : start + 500])
+            )
         )
     return found
 
@@ -120,12 +127,12 @@ def delete_images(session: Session, *, dataset_id: str, image_ids: Sequence[str]
 
 
 def active_jobs(session: Session, *, dataset_id: str) -> list[str]:
-    return list(session.scalars(
-        select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(("queued", "running")))
-    ))
+    return list(
+        session.scalars(select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(("queued", "running"))))
+    )
 
 
 def models_of(session: Session, *, dataset_id: str) -> list[Model]:
-    return list(session.scalars(
-        select(Model).where(Model.dataset_id == dataset_id).order_by(Model.created_at.desc(), Model.id)
-    ))
+    return list(
+        session.scalars(select(Model).where(Model.dataset_id == dataset_id).order_by(Model.created_at.desc(), Model.id))
+    )

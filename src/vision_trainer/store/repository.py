@@ -31,8 +31,15 @@ def create_job(
     kind: str = "train",
 ) -> Job:
     job = Job(
-        id=job_id, status="queued", params=params, class_names=class_names, inputs=inputs, phase="queued",
-        dataset_id=dataset_id, dataset_version=dataset_version, kind=kind,
+        id=job_id,
+        status="queued",
+        params=params,
+        class_names=class_names,
+        inputs=inputs,
+        phase="queued",
+        dataset_id=dataset_id,
+        dataset_version=dataset_version,
+        kind=kind,
     )
     session.add(job)
     session.flush()
@@ -44,9 +51,7 @@ def get_job(session: Session, *, job_id: str) -> Job | None:
 
 
 def list_jobs(session: Session, *, limit: int, offset: int) -> tuple[list[Job], int]:
-    rows = session.scalars(
-        select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    ).all()
+    rows = session.scalars(select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
     count = session.scalar(select(func.count()).select_from(Job)) or 0
     return list(rows), count
 
@@ -88,8 +93,18 @@ def claim_job(session: Session, *, job_id: str, worker_id: str) -> bool:
     """``queued -> running`` for ``worker_id``, counting the attempt; False when someone else has it."""
     stamp = utcnow()
     return set_job_status(
-        session, job_id=job_id, expected=["queued"], status="running", started_at=stamp, heartbeat_at=stamp,
-        worker_id=worker_id, phase="preparing", done=0, total=0, epoch=None, attempts=Job.attempts + 1,
+        session,
+        job_id=job_id,
+        expected=["queued"],
+        status="running",
+        started_at=stamp,
+        heartbeat_at=stamp,
+        worker_id=worker_id,
+        phase="preparing",
+        done=0,
+        total=0,
+        epoch=None,
+        attempts=Job.attempts + 1,
     )
 
 
@@ -131,10 +146,7 @@ def add_event(session: Session, *, job_id: str, kind: str, data: dict[str, Any])
 def events_after(session: Session, *, job_id: str, after_id: int, limit: int = 500) -> list[JobEvent]:
     return list(
         session.scalars(
-            select(JobEvent)
-            .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
-            .order_by(JobEvent.id)
-            .limit(limit)
+            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id).order_by(JobEvent.id).limit(limit)
         )
     )
 
@@ -143,9 +155,7 @@ def log_lines(session: Session, *, job_ids: Sequence[str]) -> dict[str, list[str
     """The log of each job, in order."""
     lines: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
     rows = session.scalars(
-        select(JobEvent)
-        .where(JobEvent.job_id.in_(list(job_ids)), JobEvent.kind == "log")
-        .order_by(JobEvent.id)
+        select(JobEvent).where(JobEvent.job_id.in_(list(job_ids)), JobEvent.kind == "log").order_by(JobEvent.id)
     )
     for row in rows:
         lines[row.job_id].append(row.data["line"])
@@ -171,9 +181,7 @@ def get_model_for_job(session: Session, *, job_id: str) -> Model | None:
 
 
 def list_models(session: Session, *, limit: int, offset: int) -> tuple[list[Model], int]:
-    rows = session.scalars(
-        select(Model).order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)
-    ).all()
+    rows = session.scalars(select(Model).order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)).all()
     count = session.scalar(select(func.count()).select_from(Model)) or 0
     return list(rows), count
 
@@ -225,7 +233,9 @@ def duration_histogram(session: Session, *, buckets: Sequence[float]) -> tuple[l
     """Cumulative counts of succeeded jobs' durations ``<=`` each bucket bound, their count and sum."""
     timed = Job.duration_s.is_not(None)
     columns = [func.sum(case((Job.duration_s <= bound, 1), else_=0)) for bound in buckets]
-    row = session.execute(select(*columns, func.count(), func.coalesce(func.sum(Job.duration_s), 0.0)).where(timed)).one()
+    row = session.execute(
+        select(*columns, func.count(), func.coalesce(func.sum(Job.duration_s), 0.0)).where(timed)
+    ).one()
     return [int(v or 0) for v in row[: len(buckets)]], int(row[-2]), float(row[-1])
 
 

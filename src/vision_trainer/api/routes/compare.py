@@ -21,31 +21,52 @@ router = APIRouter(prefix="/models", tags=["models"])
 COMPARE_FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": ["model_ids"],
-            "properties": {
-                "model_ids": {"type": "array", "items": {"type": "string"},
-                              "description": "2 to 10 models (repeat the field, or separate ids with commas)."},
-                "dataset_id": {"type": "string", "description": "Judge on this dataset's labelled photos that none "
-                               "of the models trained on."},
-                "label1": {"type": "string", "description": "Or upload labelled photos: label1..N ..."},
-                "files1": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "... with files1..N"},
-                "archive": ARCHIVE_PROP,
-            },
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model_ids"],
+                    "properties": {
+                        "model_ids": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "2 to 10 models (repeat the field, or separate ids with commas).",
+                        },
+                        "dataset_id": {
+                            "type": "string",
+                            "description": "Judge on this dataset's labelled photos that none "
+                            "of the models trained on.",
+                        },
+                        "label1": {"type": "string", "description": "Or upload labelled photos: label1..N ..."},
+                        "files1": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "... with files1..N",
+                        },
+                        "archive": ARCHIVE_PROP,
+                    },
+                }
+            }
+        },
     }
 }
 
 
-@router.post("/compare", responses=ERROR_RESPONSES, openapi_extra=COMPARE_FORM_SCHEMA,
-             summary="Compare models on the same photos, with a paired test")
+@router.post(
+    "/compare",
+    responses=ERROR_RESPONSES,
+    openapi_extra=COMPARE_FORM_SCHEMA,
+    summary="Compare models on the same photos, with a paired test",
+)
 async def compare_models(request: Request, services: ServicesDep, settings: SettingsDep) -> Any:
     """Per model: accuracy with its 95 % interval, per-class precision/recall/F1 and the confusion matrix;
     per pair: McNemar's test on the photos one model got right and the other wrong, and a verdict
     (`significant` when p < 0.05). Only photos whose label is a class of every model count."""
-    limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
-              "max_part_size": settings.max_field_kb * 1024}
+    limits = {
+        "max_files": settings.max_files,
+        "max_fields": settings.max_fields,
+        "max_part_size": settings.max_field_kb * 1024,
+    }
     async with request.form(**limits) as form:
         check_field_names(form.keys(), allowed=("model_ids", "dataset_id", "archive"), numbered=("label", "files"))
         ids = [i.strip() for value in form.getlist("model_ids") if isinstance(value, str) for i in value.split(",")]
@@ -54,5 +75,6 @@ async def compare_models(request: Request, services: ServicesDep, settings: Sett
             raise InvalidRequest("dataset_id must be text", code="invalid_parameter")
         groups, archive = image_groups(form), parse_archive(form)
         upload = AddImages(groups=groups, archive=archive) if groups or archive is not None else None
-        return await run_in_threadpool(compare.compare_models, services, [i for i in ids if i],
-                                       dataset_id=dataset_id or None, upload=upload)
+        return await run_in_threadpool(
+            compare.compare_models, services, [i for i in ids if i], dataset_id=dataset_id or None, upload=upload
+        )

@@ -50,13 +50,19 @@ ADD_FORM_SCHEMA: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "label": {"type": "string", "description": "Class of `files`; leave out for unlabelled photos."},
+                        "label": {
+                            "type": "string",
+                            "description": "Class of `files`; leave out for unlabelled photos.",
+                        },
                         "files": {**_files_prop, "description": "Photos of one class (or unlabelled)."},
                         "label1": {"type": "string", "description": "Several classes at once: label1..N ..."},
                         "files1": {**_files_prop, "description": "... with files1..N."},
                         "archive": ARCHIVE_PROP,
-                        "skip_invalid": {"type": "boolean", "description": "Keep the usable files and list the "
-                                         "refused ones instead of refusing the whole request."},
+                        "skip_invalid": {
+                            "type": "boolean",
+                            "description": "Keep the usable files and list the "
+                            "refused ones instead of refusing the whole request.",
+                        },
                     },
                 }
             }
@@ -66,9 +72,16 @@ ADD_FORM_SCHEMA: dict[str, Any] = {
 TRAIN_FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": False,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object", "properties": {k: v for k, v in TrainOptions.model_json_schema()["properties"].items()
-                                             if k in TRAIN_FIELDS}}}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        k: v for k, v in TrainOptions.model_json_schema()["properties"].items() if k in TRAIN_FIELDS
+                    },
+                }
+            }
+        },
     }
 }
 
@@ -113,61 +126,95 @@ def image_groups(form: FormData) -> list[ImageGroup]:
     if any(not isinstance(u, UploadFile) for u in uploads):
         raise InvalidRequest("files must be file uploads", code="invalid_class_fields")
     if given and not uploads:
-        raise InvalidRequest("label names the class of files: send the photos as files (an archive brings its "
-                             "own class folders)", code="invalid_class_fields")
+        raise InvalidRequest(
+            "label names the class of files: send the photos as files (an archive brings its own class folders)",
+            code="invalid_class_fields",
+        )
     if uploads:
         label = str(given[0]) if given else None
         groups.append(ImageGroup(label, [Upload(u.filename or "", u.file) for u in uploads], "files"))  # type: ignore[union-attr]
     return groups
 
 
-@router.post("/{dataset_id}/images", response_model=ImagesAdded, responses=ERROR_RESPONSES,
-             openapi_extra=ADD_FORM_SCHEMA, summary="Add photos: one class, several classes, unlabelled, or an archive")
+@router.post(
+    "/{dataset_id}/images",
+    response_model=ImagesAdded,
+    responses=ERROR_RESPONSES,
+    openapi_extra=ADD_FORM_SCHEMA,
+    summary="Add photos: one class, several classes, unlabelled, or an archive",
+)
 async def add_images(dataset_id: str, request: Request, services: ServicesDep, settings: SettingsDep) -> Any:
     """`label` + `files` (one class; no `label` = unlabelled photos), or `label1..N` + `files1..N`, and/or
     `archive` (zip, tar, tar.gz with one folder per class). All or nothing unless `skip_invalid=true`;
     exact duplicates of photos already in the dataset are listed in `duplicates`, not stored again.
     The dataset's `version` goes up by one when anything was added. 507 `storage_full` over VT_MAX_DATA_MB."""
     declared = await check_upload_room(request, services)
-    limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
-              "max_part_size": settings.max_field_kb * 1024}
+    limits = {
+        "max_files": settings.max_files,
+        "max_fields": settings.max_fields,
+        "max_part_size": settings.max_field_kb * 1024,
+    }
     async with request.form(**limits) as form:
         check_field_names(form.keys(), allowed=ADD_FIELDS, numbered=("label", "files"))
         skip = str(form.get("skip_invalid") or "false").strip().lower()
         if skip not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise InvalidRequest(f"skip_invalid must be true or false, got {skip!r}", code="invalid_parameter")
-        add = AddImages(groups=image_groups(form), archive=parse_archive(form),
-                        skip_invalid=skip in ("true", "1", "yes", "on"), declared_bytes=declared)
+        add = AddImages(
+            groups=image_groups(form),
+            archive=parse_archive(form),
+            skip_invalid=skip in ("true", "1", "yes", "on"),
+            declared_bytes=declared,
+        )
         return await run_in_threadpool(datasets.add_images, services, dataset_id, add)
 
 
-@router.get("/{dataset_id}/images", response_model=ImageList, responses=ERROR_RESPONSES,
-            summary="List a dataset's photos (oldest first)")
+@router.get(
+    "/{dataset_id}/images",
+    response_model=ImageList,
+    responses=ERROR_RESPONSES,
+    summary="List a dataset's photos (oldest first)",
+)
 async def list_images(
-    dataset_id: str, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
+    dataset_id: str,
+    services: ServicesDep,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
     label: str | None = Query(None, max_length=64, description="Only this class."),
     unlabelled: bool = Query(False, description="Only photos without a label."),
 ) -> Any:
-    return await run_in_threadpool(datasets.list_images, services, dataset_id, label=label, unlabelled=unlabelled,
-                                   limit=limit, offset=offset)
+    return await run_in_threadpool(
+        datasets.list_images, services, dataset_id, label=label, unlabelled=unlabelled, limit=limit, offset=offset
+    )
 
 
-@router.get("/{dataset_id}/images/{image_id}", response_class=FileResponse,
-            responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES}, summary="One stored photo")
+@router.get(
+    "/{dataset_id}/images/{image_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
+    summary="One stored photo",
+)
 async def image_file(dataset_id: str, image_id: str, services: ServicesDep) -> FileResponse:
     path = await run_in_threadpool(datasets.image_file, services, dataset_id, image_id)
     return FileResponse(path, media_type="application/octet-stream")
 
 
-@router.patch("/{dataset_id}/images", response_model=ImagesChanged, responses=ERROR_RESPONSES,
-              summary="Relabel photos (label null = unlabelled)")
+@router.patch(
+    "/{dataset_id}/images",
+    response_model=ImagesChanged,
+    responses=ERROR_RESPONSES,
+    summary="Relabel photos (label null = unlabelled)",
+)
 async def relabel_images(dataset_id: str, body: ImagesRelabel, services: ServicesDep) -> Any:
     """A new label becomes a new class; a class left without photos leaves the class list."""
     return await run_in_threadpool(datasets.relabel_images, services, dataset_id, body.image_ids, body.label)
 
 
-@router.delete("/{dataset_id}/images", response_model=ImagesChanged, responses=ERROR_RESPONSES,
-               summary="Remove photos from a dataset")
+@router.delete(
+    "/{dataset_id}/images",
+    response_model=ImagesChanged,
+    responses=ERROR_RESPONSES,
+    summary="Remove photos from a dataset",
+)
 async def delete_images(dataset_id: str, body: ImagesDelete, services: ServicesDep) -> Any:
     return await run_in_threadpool(datasets.delete_images, services, dataset_id, body.image_ids)
 
@@ -181,9 +228,12 @@ def _train_options(form: FormData) -> TrainOptions:
 
 
 @router.post(
-    "/{dataset_id}/train", status_code=202, response_model=JobAccepted,
+    "/{dataset_id}/train",
+    status_code=202,
+    response_model=JobAccepted,
     responses={200: {"model": JobFinished, "description": "With wait=true: the ended job."}, **ERROR_RESPONSES},
-    openapi_extra=TRAIN_FORM_SCHEMA, summary="Train on the dataset's labelled photos as they are now",
+    openapi_extra=TRAIN_FORM_SCHEMA,
+    summary="Train on the dataset's labelled photos as they are now",
 )
 async def train_dataset(dataset_id: str, request: Request, services: ServicesDep, queue: QueueDep) -> Any:
     """The options of `POST /train` (`epochs`, `backbone`, `test_split`, `seed`, `name`, `augment_views`,
@@ -193,14 +243,19 @@ async def train_dataset(dataset_id: str, request: Request, services: ServicesDep
         check_field_names(form.keys(), allowed=TRAIN_FIELDS)
         options = _train_options(form)
     job = await run_in_threadpool(
-        training.submit_dataset_training, services, queue, dataset_id,
+        training.submit_dataset_training,
+        services,
+        queue,
+        dataset_id,
         training.TrainingOptions(**options.model_dump(exclude={"wait", "skip_invalid"})),
     )
     return await job_answer(services, job, wait=options.wait)
 
 
 @router.post(
-    "/{dataset_id}/analyze", status_code=202, response_model=JobAccepted,
+    "/{dataset_id}/analyze",
+    status_code=202,
+    response_model=JobAccepted,
     responses={200: {"model": JobFinished, "description": "With wait=true: the ended job."}, **ERROR_RESPONSES},
     summary="Look for wrong labels, near-duplicates, outliers and imbalance; suggest labels",
 )
@@ -216,8 +271,12 @@ async def analyze_dataset(dataset_id: str, request: Request, services: ServicesD
     return await job_answer(services, job, wait=wait in ("true", "1"))
 
 
-@router.get("/{dataset_id}/insights", response_model=InsightsPublic, responses=ERROR_RESPONSES,
-            summary="The latest insights of a dataset")
+@router.get(
+    "/{dataset_id}/insights",
+    response_model=InsightsPublic,
+    responses=ERROR_RESPONSES,
+    summary="The latest insights of a dataset",
+)
 async def dataset_insights(dataset_id: str, services: ServicesDep) -> Any:
     """`suspect_labels` (most suspect first), `near_duplicates` (`kind`: `cross_class`, `cross_split`,
     `same_class`), `outliers`, `class_balance`, `suggestions` for unlabelled photos (least certain first),

@@ -19,12 +19,13 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
-async def list_jobs(
-    request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
-) -> Any:
+async def list_jobs(request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0) -> Any:
     """Requests arriving together share one answer, at most a second old and recomputed after any change."""
-    return await shared_answer(request, ("jobs", limit, offset), lambda: run_in_threadpool(
-        job_service.list_jobs, services, limit=limit, offset=offset))
+    return await shared_answer(
+        request,
+        ("jobs", limit, offset),
+        lambda: run_in_threadpool(job_service.list_jobs, services, limit=limit, offset=offset),
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERROR_RESPONSES, summary="One job")
@@ -34,7 +35,10 @@ async def get_job(job_id: str, services: ServicesDep) -> Any:
 
 
 @router.post(
-    "/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=ERROR_RESPONSES,
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobPublic,
+    responses=ERROR_RESPONSES,
     summary="Cancel a queued or running job",
 )
 async def cancel_job(job_id: str, services: ServicesDep, queue: QueueDep) -> Any:

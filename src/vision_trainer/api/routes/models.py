@@ -24,12 +24,13 @@ EXTENSIONS = {"onnx": "onnx", "torchscript": "pt"}
 
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
-async def list_models(
-    request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
-) -> Any:
+async def list_models(request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0) -> Any:
     """Requests arriving together share one answer, at most a second old and recomputed after any change."""
-    return await shared_answer(request, ("models", limit, offset), lambda: run_in_threadpool(
-        models.list_models, services, limit=limit, offset=offset))
+    return await shared_answer(
+        request,
+        ("models", limit, offset),
+        lambda: run_in_threadpool(models.list_models, services, limit=limit, offset=offset),
+    )
 
 
 @router.get("/default", response_model=ModelSummary, responses=ERROR_RESPONSES, summary="The default model")
@@ -54,11 +55,17 @@ IMPORT_FORM_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description":
-                                 "A trained_model.pth: ours, or the seed's {model_state_dict, class_names}."},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A trained_model.pth: ours, or the seed's {model_state_dict, class_names}.",
+                        },
                         "name": {"type": "string", "maxLength": 200, "description": "Name of the model."},
-                        "backbone": {"type": "string", "maxLength": 64,
-                                     "description": "Backbone when the file names none (default resnet18)."},
+                        "backbone": {
+                            "type": "string",
+                            "maxLength": 64,
+                            "description": "Backbone when the file names none (default resnet18).",
+                        },
                     },
                 }
             }
@@ -74,8 +81,14 @@ def _text_field(form: StreamedForm, name: str, max_length: int) -> str | None:
     return value or None
 
 
-@router.post("/import", status_code=201, response_model=ModelPublic, responses=ERROR_RESPONSES,
-             openapi_extra=IMPORT_FORM_SCHEMA, summary="Register a trained_model.pth made elsewhere")
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=ModelPublic,
+    responses=ERROR_RESPONSES,
+    openapi_extra=IMPORT_FORM_SCHEMA,
+    summary="Register a trained_model.pth made elsewhere",
+)
 async def import_model(request: Request, services: ServicesDep, settings: SettingsDep) -> Any:
     """Fields: `file`, optional `name` and `backbone`. The file is streamed to the data dir, never held
     in memory; over VT_MAX_FILE_MB it is refused with 413 `file_too_large` without reading the rest.
@@ -83,16 +96,29 @@ async def import_model(request: Request, services: ServicesDep, settings: Settin
     refused (422 `invalid_checkpoint`), as are weights that do not fit the backbone. Registered with
     `metrics: null`. 507 `storage_full`, before the file is read, over VT_MAX_DATA_MB."""
     await check_upload_room(request, services)
-    limits = FormLimits(max_file_bytes=settings.max_file_bytes, max_field_bytes=settings.max_field_kb * 1024,
-                        max_fields=settings.max_fields, max_files=len(IMPORT_FILE_FIELDS))
-    async with streamed_form(request, text_fields=IMPORT_TEXT_FIELDS, file_fields=IMPORT_FILE_FIELDS,
-                             file_dir=services.files.inside("models"), limits=limits) as form:
+    limits = FormLimits(
+        max_file_bytes=settings.max_file_bytes,
+        max_field_bytes=settings.max_field_kb * 1024,
+        max_fields=settings.max_fields,
+        max_files=len(IMPORT_FILE_FIELDS),
+    )
+    async with streamed_form(
+        request,
+        text_fields=IMPORT_TEXT_FIELDS,
+        file_fields=IMPORT_FILE_FIELDS,
+        file_dir=services.files.inside("models"),
+        limits=limits,
+    ) as form:
         upload = form.files.get("file")
         if upload is None:
             raise InvalidRequest("file: a trained_model.pth upload is required", code="invalid_parameter")
         return await run_in_threadpool(
-            models.import_model, services, upload.path, filename=upload.filename,
-            name=_text_field(form, "name", 200), backbone=_text_field(form, "backbone", 64),
+            models.import_model,
+            services,
+            upload.path,
+            filename=upload.filename,
+            name=_text_field(form, "name", 200),
+            backbone=_text_field(form, "backbone", 64),
         )
 
 
@@ -116,9 +142,12 @@ async def delete_model(model_id: str, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{model_id}/checkpoint", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
-            summary="Download trained_model.pth")
+@router.get(
+    "/{model_id}/checkpoint",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
+    summary="Download trained_model.pth",
+)
 async def download_checkpoint(model_id: str, services: ServicesDep) -> FileResponse:
     """The full model (backbone and head) in the seed's format; a model that stores only its head gets
     it assembled with the shared backbone's weights for this download."""
@@ -127,25 +156,36 @@ async def download_checkpoint(model_id: str, services: ServicesDep) -> FileRespo
     return FileResponse(path, media_type="application/octet-stream", filename="trained_model.pth", background=cleanup)
 
 
-@router.get("/{model_id}/images/{image_id}", response_class=FileResponse,
-            responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
-            summary="A stored training or test image (e.g. a misclassified one)")
+@router.get(
+    "/{model_id}/images/{image_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
+    summary="A stored training or test image (e.g. a misclassified one)",
+)
 async def model_image(model_id: str, image_id: str, services: ServicesDep) -> FileResponse:
     path = await run_in_threadpool(models.model_image, services, model_id, image_id)
     return FileResponse(path, media_type=_image_type(path.read_bytes()[:16]))
 
 
-@router.get("/{model_id}/report.png", responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
-            summary="Accuracy/loss per epoch and the confusion matrix as a picture")
+@router.get(
+    "/{model_id}/report.png",
+    responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
+    summary="Accuracy/loss per epoch and the confusion matrix as a picture",
+)
 async def report_png(model_id: str, services: ServicesDep) -> Response:
     return Response(await run_in_threadpool(report.report_png, services, model_id), media_type="image/png")
 
 
-@router.get("/{model_id}/export", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
-            summary="The whole model as one ONNX or TorchScript file")
+@router.get(
+    "/{model_id}/export",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
+    summary="The whole model as one ONNX or TorchScript file",
+)
 async def export_model(
-    model_id: str, services: ServicesDep, format: Literal["onnx", "torchscript"] = Query("onnx")  # noqa: A002
+    model_id: str,
+    services: ServicesDep,
+    format: Literal["onnx", "torchscript"] = Query("onnx"),  # noqa: A002
 ) -> FileResponse:
     """Output: temperature-scaled logits (softmax gives /predict's confidences), dynamic batch axis.
     Metadata (`vt.class_names`, `vt.mean`, `vt.std`, `vt.input_size`, `vt.resize_size`, `vt.backbone`)

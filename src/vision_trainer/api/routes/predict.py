@@ -38,16 +38,22 @@ def prediction_slot(request: Request) -> Iterator[None]:
 
 async def read_limited(file: UploadFile, max_bytes: int) -> bytes:
     if file.size is not None and file.size > max_bytes:
-        raise PayloadTooLarge(f"{file.filename!r} is larger than {max_bytes / 2**20:g} MiB (VT_MAX_FILE_MB)",
-                              code="file_too_large")
+        raise PayloadTooLarge(
+            f"{file.filename!r} is larger than {max_bytes / 2**20:g} MiB (VT_MAX_FILE_MB)", code="file_too_large"
+        )
     return await file.read()
 
 
 OPTION_FIELDS = ("model_id", "top_k", "min_confidence")
 
 
-@router.post("/predict", response_model=PredictionPublic, responses=ERROR_RESPONSES, summary="Classify one image",
-             dependencies=[Depends(known_form_fields("file", *OPTION_FIELDS))])
+@router.post(
+    "/predict",
+    response_model=PredictionPublic,
+    responses=ERROR_RESPONSES,
+    summary="Classify one image",
+    dependencies=[Depends(known_form_fields("file", *OPTION_FIELDS))],
+)
 async def predict(
     request: Request,
     services: ServicesDep,
@@ -62,14 +68,22 @@ async def predict(
     with prediction_slot(request), request.app.state.metrics.timed_prediction("predict"):
         data = await read_limited(file, services.settings.max_file_bytes)
         return await run_in_threadpool(
-            prediction.predict_image, services, data, model_id=model_id or None, top_k=top_k,
+            prediction.predict_image,
+            services,
+            data,
+            model_id=model_id or None,
+            top_k=top_k,
             min_confidence=min_confidence,
         )
 
 
-@router.post("/predict/batch", response_model=BatchPredictionPublic, responses=ERROR_RESPONSES,
-             summary="Classify many images in one request",
-             dependencies=[Depends(known_form_fields("files", *OPTION_FIELDS))])
+@router.post(
+    "/predict/batch",
+    response_model=BatchPredictionPublic,
+    responses=ERROR_RESPONSES,
+    summary="Classify many images in one request",
+    dependencies=[Depends(known_form_fields("files", *OPTION_FIELDS))],
+)
 async def predict_batch(
     request: Request,
     services: ServicesDep,
@@ -82,11 +96,16 @@ async def predict_batch(
     in its place without failing the others."""
     limit = services.settings.max_batch_files
     if len(files) > limit:
-        raise InvalidRequest(f"{len(files)} files; at most {limit} per batch (VT_MAX_BATCH_FILES)",
-                             code="too_many_files")
+        raise InvalidRequest(
+            f"{len(files)} files; at most {limit} per batch (VT_MAX_BATCH_FILES)", code="too_many_files"
+        )
     with prediction_slot(request), request.app.state.metrics.timed_prediction("batch"):
         contents = [(f.filename or "", await read_limited(f, services.settings.max_file_bytes)) for f in files]
         return await run_in_threadpool(
-            prediction.predict_batch, services, contents, model_id=model_id or None, top_k=top_k,
+            prediction.predict_batch,
+            services,
+            contents,
+            model_id=model_id or None,
+            top_k=top_k,
             min_confidence=min_confidence,
         )

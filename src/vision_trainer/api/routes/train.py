@@ -36,9 +36,12 @@ for _n in (1, 2):
         "items": {"type": "string", "format": "binary"},
         "description": f"Images of class {_n} (at least 2).",
     }
-ARCHIVE_PROP = {"type": "string", "format": "binary",
-                "description": "A zip, tar or tar.gz of class folders (cats/1.jpg, dogs/2.jpg), instead of "
-                "labelN/filesN; hidden files, files outside a class folder and non-images are skipped and listed."}
+ARCHIVE_PROP = {
+    "type": "string",
+    "format": "binary",
+    "description": "A zip, tar or tar.gz of class folders (cats/1.jpg, dogs/2.jpg), instead of "
+    "labelN/filesN; hidden files, files outside a class folder and non-images are skipped and listed.",
+}
 TRAIN_FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -46,7 +49,11 @@ TRAIN_FORM_SCHEMA: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                                    "properties": {**_class_props, "archive": ARCHIVE_PROP, **TrainOptions.model_json_schema()["properties"]},
+                    "properties": {
+                        **_class_props,
+                        "archive": ARCHIVE_PROP,
+                        **TrainOptions.model_json_schema()["properties"],
+                    },
                     "description": "More classes: label3/files3 … labelN/filesN, numbered without gaps. "
                     "Instead of the class fields: `archive`, a zip, tar or tar.gz with one folder per class.",
                 }
@@ -93,8 +100,9 @@ def parse_archive(form: FormData) -> Upload | None:
     if not values:
         return None
     if len(values) != 1 or not isinstance(values[0], UploadFile):
-        raise InvalidRequest("archive must be one file upload (zip, tar or tar.gz of class folders)",
-                             code="invalid_class_fields")
+        raise InvalidRequest(
+            "archive must be one file upload (zip, tar or tar.gz of class folders)", code="invalid_class_fields"
+        )
     return Upload(filename=values[0].filename or "", stream=values[0].file)
 
 
@@ -109,8 +117,10 @@ def parse_options(form: FormData) -> TrainOptions:
 def _final_message(job: dict[str, Any]) -> str:
     if job["status"] == "succeeded" and job.get("kind") == "analyze":
         found = job["metrics"]
-        return (f"Analysis finished: {found['suspects']} suspect label(s), {found['near_duplicates']} near-duplicate "
-                f"group(s), {found['outliers']} outlier(s); GET /datasets/{job['dataset_id']}/insights")
+        return (
+            f"Analysis finished: {found['suspects']} suspect label(s), {found['near_duplicates']} near-duplicate "
+            f"group(s), {found['outliers']} outlier(s); GET /datasets/{job['dataset_id']}/insights"
+        )
     if job["status"] == "succeeded":
         return f"Training succeeded: test accuracy {job['metrics']['test_accuracy']:.4f}"
     if job["status"] == "failed":
@@ -136,8 +146,11 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
     `errors` list, unless `skip_invalid=true`; 429 `queue_full` when VT_MAX_QUEUED_JOBS jobs wait.
     """
     declared = await check_upload_room(request, services)
-    limits = {"max_files": settings.max_files, "max_fields": settings.max_fields,
-              "max_part_size": settings.max_field_kb * 1024}
+    limits = {
+        "max_files": settings.max_files,
+        "max_fields": settings.max_fields,
+        "max_part_size": settings.max_field_kb * 1024,
+    }
     async with request.form(**limits) as form:
         check_train_fields(form)
         options = parse_options(form)

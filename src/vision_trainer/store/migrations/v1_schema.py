@@ -10,7 +10,8 @@ from sqlalchemy import JSON, Boolean, Column, DateTime, Float, ForeignKey, Integ
 metadata = MetaData()
 
 Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     Column("id", String(32), primary_key=True),
     Column("status", String(16), index=True),
     Column("created_at", DateTime(timezone=True), index=True),
@@ -34,7 +35,8 @@ Table(
     Column("images_per_s", Float),
 )
 Table(
-    "job_events", metadata,
+    "job_events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", ForeignKey("jobs.id", ondelete="CASCADE"), index=True),
     Column("kind", String(16)),
@@ -42,7 +44,8 @@ Table(
     Column("created_at", DateTime(timezone=True)),
 )
 Table(
-    "models", metadata,
+    "models",
+    metadata,
     Column("id", String(32), primary_key=True),
     Column("job_id", String(32), unique=True),
     Column("name", String(200)),
@@ -55,7 +58,8 @@ Table(
     Column("metrics", JSON),
 )
 Table(
-    "aliases", metadata,
+    "aliases",
+    metadata,
     Column("name", String(64), primary_key=True),
     Column("model_id", ForeignKey("models.id", ondelete="CASCADE")),
 )
