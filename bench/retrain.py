@@ -209,6 +209,7 @@ def main() -> None:
         "retrain: seconds to add the photos": round(second["add_seconds"], 3),
         "retrain: new photos' bytes": new_photos,
         "retrain: the new model's files (bytes)": model_files,
+        "retrain: the job's log": second["job"]["log"],
     }
     report("retrain after adding photos", rows, extra_info)
 

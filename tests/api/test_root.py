@@ -13,6 +13,8 @@ def test_root_reports_backbones_and_the_offline_fallback(client) -> None:
     assert {b["name"]: b["pretrained_available"] for b in body["backbones"]} == {
         "resnet18": False,
         "efficientnet_lite0": True,
+        "efficientnet_lite1": True,
+        "efficientnet_lite2": True,
     }
     assert body["default_backbone"] == "efficientnet_lite0"
     assert "resnet18" in body["default_backbone_note"]

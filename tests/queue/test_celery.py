@@ -84,9 +84,13 @@ class Cluster:
         pid = int(job["worker"].split("#")[0].rsplit(":", 1)[1])
         return next(w for w in self.workers if w.process.pid == pid)
 
-    def submit(self, *, per_class: int = 6, size: int = 64, views: int = 0, epochs: int = 1) -> str:
+    def submit(
+        self, *, per_class: int = 6, size: int = 64, views: int = 0, epochs: int = 1, first_seed: int = 0
+    ) -> str:
+        """A red-vs-blue job; jobs with other ``first_seed`` get photos of their own (nothing in the feature cache)."""
+        seeds = range(first_seed, first_seed + per_class)
         classes = {
-            name: [(f"{i}.png", image_bytes(color, size=size, noise=20, seed=i), "image/png") for i in range(per_class)]
+            name: [(f"{i}.png", image_bytes(color, size=size, noise=20, seed=i), "image/png") for i in seeds]
             for name, color in zip(("red", "blue"), COLOURS)
         }
         data, files = multipart(classes, epochs=epochs, augment_views=views)
@@ -148,7 +152,7 @@ def assert_each_job_succeeded_once(cluster: Cluster, job_ids: list[str]) -> list
 
 def test_two_workers_run_six_jobs_each_exactly_once_and_stream_progress(cluster) -> None:
     cluster.start_workers(2)
-    job_ids = [cluster.submit() for _ in range(6)]
+    job_ids = [cluster.submit(first_seed=100 * n) for n in range(6)]
     events = sse_events(cluster.client, job_ids[-1])
     jobs = assert_each_job_succeeded_once(cluster, job_ids)
     assert all(job["attempts"] == 1 for job in jobs)
