@@ -1,0 +1,98 @@
+"""Does a confidence of 0.8 mean right 80 % of the time? The service's own models on photos they never saw.
+
+    .venv/bin/python bench/calibration.py
+
+For cats_dogs (trained on train/, judged on val/) and flowers5 (trained on 200 photos per class,
+judged on the other 100 per class), through the service's training and prediction paths: accuracy,
+mean confidence, their gap and the ECE (15 bins) on the unseen photos, with the fitted temperature
+and without it (T = 1), and the cross-validated and test accuracies with the test interval.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATASETS, class_folders, report
+
+from vision_trainer.jobs.inline import CallerRunsQueue
+from vision_trainer.ml.images import open_image
+from vision_trainer.ml.metrics import expected_calibration_error
+from vision_trainer.services import jobs, runner, training
+from vision_trainer.services.context import Services
+from vision_trainer.services.prediction import load_predictor
+from vision_trainer.services.uploads import Upload
+from vision_trainer.settings import Settings
+
+
+def unseen_scores(services: Services, model_id: str, unseen: dict[str, list[Path]]) -> dict[str, Any]:
+    predictor = load_predictor(services, model_id)
+    probabilities, truth = [], []
+    for label, paths in unseen.items():
+        for start in range(0, len(paths), 32):
+            images = [open_image(p, draft_size=predictor.resize_size) for p in paths[start : start + 32]]
+            probabilities.append(predictor.probabilities(images).numpy())
+            truth += [predictor.class_names.index(label)] * len(images)
+    calibrated = np.concatenate(probabilities)
+    # Undo the temperature to see what calibration changed: softmax(log p * T) is the T = 1 answer.
+    raw = np.exp(np.log(np.clip(calibrated, 1e-12, None)) * predictor.temperature)
+    raw /= raw.sum(axis=1, keepdims=True)
+    rows = {}
+    for name, probs in (("calibrated", calibrated), ("T=1", raw)):
+        accuracy = float((probs.argmax(1) == np.array(truth)).mean())
+        confidence = float(probs.max(1).mean())
+        rows[name] = {
+            "accuracy": accuracy,
+            "mean_confidence": confidence,
+            "gap": abs(confidence - accuracy),
+            "ece": expected_calibration_error(probs, truth),
+        }
+    return {"photos": len(truth), "temperature": predictor.temperature, **rows}
+
+
+def run(name: str, train: dict[str, list[Path]], unseen: dict[str, list[Path]], work: Path) -> list[dict[str, Any]]:
+    services = Services.create(Settings(_env_file=None, data_dir=work / name))  # type: ignore[call-arg]
+    files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in train.values()]
+    options = training.TrainingOptions(epochs=10, backbone="efficientnet_lite0")
+    job = training.submit_training(
+        services, CallerRunsQueue(), training.TrainingRequest(labels=list(train), files=files, options=options)
+    )
+    assert runner.run_training_job(services, job["job_id"]) == "succeeded"
+    for group in files:
+        for upload in group:
+            upload.stream.close()
+    metrics = jobs.get_job(services, job["job_id"])["metrics"]
+    scores = unseen_scores(services, jobs.get_job(services, job["job_id"])["model_id"], unseen)
+    services.close()
+    base = {
+        "dataset": name,
+        "unseen_photos": scores["photos"],
+        "temperature": scores["temperature"],
+        "test_accuracy": metrics["test_accuracy"],
+        "test_ci": metrics["test_accuracy_ci"],
+        "cv_accuracy": metrics["cv_accuracy"]["mean"],
+    }
+    return [
+        {**base, "confidence": kind, **{k: round(v, 4) for k, v in scores[kind].items()}}
+        for kind in ("T=1", "calibrated")
+    ]
+
+
+def main() -> None:
+    cats_dogs = class_folders(DATASETS / "cats_dogs" / "train"), class_folders(DATASETS / "cats_dogs" / "val")
+    flowers = class_folders(DATASETS / "flowers5")
+    flowers_split = {k: v[:200] for k, v in flowers.items()}, {k: v[200:] for k, v in flowers.items()}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += run("cats_dogs", *cats_dogs, Path(tmp))
+        rows += run("flowers5", *flowers_split, Path(tmp))
+    report("calibration on unseen photos", rows)
+
+
+if __name__ == "__main__":
+    main()
