@@ -149,10 +149,11 @@ def test_a_database_from_before_heartbeats_gets_the_new_columns(tmp_path) -> Non
     from sqlalchemy import inspect
 
     from vision_trainer.store.db import Database
+    from vision_trainer.store.migrations import v1_schema
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Database(url)
-    old.create_tables()
+    v1_schema.metadata.create_all(old.engine)  # as v1 made it: tables, no migration record
     with old.engine.begin() as conn:
         conn.exec_driver_sql("DROP INDEX ix_jobs_heartbeat_at")
         for column in ("worker_id", "heartbeat_at", "duration_s", "images_per_s"):

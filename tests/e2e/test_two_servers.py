@@ -15,10 +15,14 @@ pytestmark = pytest.mark.slow
 ENV = {"VT_SWEEP_INTERVAL_S": "1", "VT_HEARTBEAT_INTERVAL_S": "0.5", "VT_HEARTBEAT_TIMEOUT_S": "60"}
 
 
-def submit_long_job(server: Server) -> str:
-    """Synthetic red vs blue, sized to keep training for a while on 2 cores."""
+def submit_long_job(server: Server, first_seed: int = 0) -> str:
+    """Synthetic red vs blue, sized to keep training for a while on 2 cores; photos of its own for each
+    ``first_seed``, so nothing comes from the feature cache."""
     classes = {
-        name: [(f"{i}.png", image_bytes(color, size=224, noise=20, seed=i), "image/png") for i in range(60)]
+        name: [
+            (f"{i}.png", image_bytes(color, size=224, noise=20, seed=i), "image/png")
+            for i in range(first_seed, first_seed + 60)
+        ]
         for name, color in (("red", (200, 30, 30)), ("blue", (30, 30, 200)))
     }
     data, files = multipart(classes, epochs=3, augment_views=8, backbone="efficientnet_lite0")
@@ -53,7 +57,7 @@ def test_a_second_server_leaves_a_live_job_alone_and_takes_over_a_dead_ones(tmp_
     assert models_on_disk(data_dir) == {job["model_id"]}
 
     # The first server dies mid-job; the second one's periodic sweep sees its process is gone.
-    orphan = submit_long_job(first)
+    orphan = submit_long_job(first, first_seed=1000)
     held = wait_for_job(first.client, orphan, timeout=180, until=training)
     assert held["worker"].startswith(f"{os.uname().nodename}:{first.process.pid}#")
     first.kill()

@@ -122,8 +122,8 @@ def shared_backbone(services: Services, head: dict[str, Any]) -> nn.Module:
 def checkpoint_file(services: Services, model_id: str) -> tuple[Path, bool]:
     """A file holding the model's full ``trained_model.pth``, and whether it is a temporary one the
     caller removes after sending it. Raises NotFound."""
+    get_model(services, model_id)  # NotFound first, whatever the id looks like
     if not services.files.head_path(model_id).is_file():
-        get_model(services, model_id)
         path = services.files.checkpoint_path(model_id)
         if not path.is_file():
             raise NotFound(f"the checkpoint file of model {model_id} is missing from the data dir")
