@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from vision_trainer.api.app import create_app
+from vision_trainer.services import jobs
 from vision_trainer.services.context import Services
 
 from ..conftest import REPO, Server, data_dir_files, image_bytes, make_settings, multipart, submit_job, wait_for_job
@@ -248,9 +249,10 @@ def test_worker_refuses_to_start_without_broker_database_or_data_dir(tmp_path, r
     api_side = Services.create(make_settings(tmp_path / "shared", database_url=postgres_url))
     try:
         job_id = submit_job(api_side)
+        dataset_id = jobs.get_job(api_side, job_id)["dataset_id"]
     finally:
         api_side.close()
-    assert f"jobs/{job_id}): this is not the API's data dir" in refusal()
+    assert f"datasets/{dataset_id}): this is not the API's data dir" in refusal()
 
 
 def test_a_worker_stopped_gracefully_hands_its_job_back(cluster) -> None:

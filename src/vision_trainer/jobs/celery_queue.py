@@ -126,7 +126,7 @@ def check_worker_setup(settings: Settings, app: Celery) -> Services:
         services.close()
         raise WorkerSetupError(
             f"the database lists {len(missing)} waiting job(s) whose images are not under {root} "
-            f"(e.g. jobs/{missing[0]}): this is not the API's data dir; mount the shared volume there"
+            f"(e.g. {missing[0]}): this is not the API's data dir; mount the shared volume there"
         )
     return services
 

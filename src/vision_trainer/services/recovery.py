@@ -58,11 +58,18 @@ def sweep_stale_jobs(services: Services) -> list[str]:
 
 
 def waiting_jobs_without_images(services: Services) -> list[str]:
-    """Queued or running jobs whose uploaded images are not in this process's data dir: a worker that
-    sees any is not looking at the API's data dir."""
+    """Queued or running jobs whose photos are not in this process's data dir (their dataset's folder, or
+    a v1 job's upload folder): a worker that sees any is not looking at the API's data dir."""
     with services.db.session() as session:
-        waiting = [job.id for job in repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))]
-    return [job_id for job_id in waiting if not services.files.job_dir(job_id).is_dir()]
+        waiting = [
+            (job.id, job.dataset_id) for job in repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))
+        ]
+    files = services.files
+    return [
+        f"datasets/{dataset_id}" if dataset_id else f"jobs/{job_id}"
+        for job_id, dataset_id in waiting
+        if not (files.dataset_dir(dataset_id) if dataset_id else files.job_dir(job_id)).is_dir()
+    ]
 
 
 def claim_holder(claim: str | None) -> tuple[str, int] | None:
