@@ -328,21 +328,16 @@ def _keep_copies_together(services: Services, job: Job, split: Split, reporter: 
 def _analyze_and_store(services: Services, job: Job, reporter: _JobReporter, claim: str, started: float) -> str:
     """An analysis job: the insights go onto the dataset; the job ends with their summary as metrics."""
     summary = run_analysis(services, job, reporter.hooks())
-    with services.db.session() as session:
-        if not repo.set_job_status(
-            session,
-            job_id=job.id,
-            expected=["running"],
-            status="succeeded",
-            held_by=claim,
-            finished_at=repo.now(),
-            phase="done",
-            done=Job.total,
-            metrics=summary,
-            duration_s=time.monotonic() - started,
-        ):
-            raise JobLost(job.id)
-        _final_events(session, job.id, "succeeded", f"Insights saved: GET /datasets/{job.dataset_id}/insights")
+    duration = time.monotonic() - started
+
+    def write() -> None:
+        with services.db.session() as session:
+            if repo.get_job(session, job_id=job.id).status == "succeeded":  # type: ignore[union-attr]
+                return  # a previous try committed, but the database went away before it said so
+            _mark_succeeded(session, job, claim, duration, metrics=summary)
+            _final_events(session, job.id, "succeeded", f"Insights saved: GET /datasets/{job.dataset_id}/insights")
+
+    retry_on_outage(services, f"job {job.id}: saving the insights", write)
     return "succeeded"
 
 
@@ -375,21 +370,15 @@ def _save_model(
         with services.db.session() as session:
             if tries > 1 and _saved_already(session, job.id, model_id):
                 return  # the previous try committed, but the database went away before it said so
-            if not repo.set_job_status(
+            _mark_succeeded(
                 session,
-                job_id=job.id,
-                expected=["running"],
-                status="succeeded",
-                held_by=claim,
-                finished_at=repo.now(),
-                phase="done",
-                done=Job.total,
+                job,
+                claim,
+                duration,
                 model_id=model_id,
                 metrics=result.metrics,
-                duration_s=duration,
                 images_per_s=len(job.inputs) / max(duration, 1e-9),
-            ):
-                raise JobLost(job.id)
+            )
             repo.create_model(
                 session,
                 id=model_id,
@@ -412,6 +401,23 @@ def _save_model(
         raise
     log.info("job %s: saved model %s", job.id, model_id)
     return model_id
+
+
+def _mark_succeeded(session: Any, job: Job, claim: str, duration: float, **values: Any) -> None:
+    """The job's success, only while ``claim`` still holds it. Raises JobLost otherwise."""
+    if not repo.set_job_status(
+        session,
+        job_id=job.id,
+        expected=["running"],
+        status="succeeded",
+        held_by=claim,
+        finished_at=repo.now(),
+        phase="done",
+        done=Job.total,
+        duration_s=duration,
+        **values,
+    ):
+        raise JobLost(job.id)
 
 
 def _saved_already(session: Any, job_id: str, model_id: str) -> bool:
