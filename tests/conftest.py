@@ -21,7 +21,7 @@ from PIL import Image
 from vision_trainer.api.app import create_app
 from vision_trainer.settings import Settings
 
-from .servers import PostgresServer, RedisServer, free_port
+from .servers import PostgresServer, RedisServer, free_port, http_client
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("VT_TEST_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -186,7 +186,7 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        self.client = http_client(f"http://127.0.0.1:{self.port}", timeout=120)
         deadline = time.monotonic() + 90
         while True:
             try:

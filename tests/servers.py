@@ -16,7 +16,15 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+
+
+def http_client(base_url: str, **options: object) -> httpx.Client:
+    """A client for a server in another process or thread. A pooled connection idle for over a second
+    is not reused: uvicorn closes idle connections after 5 s, and a request sent on one just as the
+    server closes it fails with "Server disconnected without sending a response"."""
+    return httpx.Client(base_url=base_url, limits=httpx.Limits(keepalive_expiry=1.0), **options)  # type: ignore[arg-type]
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ from vision_trainer.settings import Settings
 from vision_trainer.store import repository as repo
 
 from ..conftest import FINAL, multipart, wait_for_job
-from ..servers import free_port
+from ..servers import free_port, http_client
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 Event = tuple[int, str, dict[str, Any]]
@@ -87,7 +87,7 @@ def run_server(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
 def live_server(settings: Settings) -> Iterator[LiveServer]:
     app = create_app(settings)
     server, thread, url = run_server(app)
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with http_client(url, timeout=120) as client:
         yield LiveServer(app, url, client)
     server.should_exit = True
     thread.join(30)
@@ -305,7 +305,7 @@ def test_a_client_that_stopped_reading_is_closed_and_frees_its_slot(
     app = create_app(settings)
     server, thread, url = run_server(app)
     try:
-        live = LiveServer(app, url, httpx.Client(base_url=url, timeout=60))
+        live = LiveServer(app, url, http_client(url, timeout=60))
         job_id = live.fake_job()
         stuck = stuck_client(url, job_id)
         wait_until(lambda: live.hub.open_streams == 1, "the stuck client's stream opened")

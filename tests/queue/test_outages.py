@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..servers import PostgresServer, RedisServer
+from ..servers import PostgresServer, RedisServer, http_client
 from .test_celery import Cluster, assert_each_job_succeeded_once
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ class Poller:
     """GET a job every 0.2 s from a thread of its own, recording every status code (or transport error)."""
 
     def __init__(self, base_url: str, job_id: str) -> None:
-        self.client = httpx.Client(base_url=base_url, timeout=30)
+        self.client = http_client(base_url, timeout=30)
         self.path = f"/jobs/{job_id}"
         self.codes: Counter[int | str] = Counter()
         self.last: dict | None = None
