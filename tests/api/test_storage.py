@@ -256,3 +256,35 @@ def test_root_answers_without_storage_while_the_database_is_unreachable(
     assert root.status_code == 200 and root.json()["storage"] is None
     response = client.get("/storage")
     assert response.status_code == 503 and response.json()["code"] == "database_unavailable"
+
+
+def test_a_stale_measurement_is_answered_while_a_new_one_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET / and GET /storage never wait for a directory walk once one was made, except right after a
+    change (forget), so that the figures then include it."""
+    import threading
+    import time
+
+    monkeypatch.setattr(storage_service, "CACHE_S", 0.0)
+    cache = storage_service.UsageCache()
+    walking, release = threading.Event(), threading.Event()
+    walks: list[int] = []
+
+    def measure() -> dict:
+        walks.append(len(walks) + 1)
+        if len(walks) > 1:
+            walking.set()
+            assert release.wait(10)
+        return {"total_bytes": len(walks)}
+
+    assert cache.get(measure) == {"total_bytes": 1}  # the first read measures
+    time.sleep(0.01)
+    assert cache.get(measure) == {"total_bytes": 1}  # stale: answered at once, a walk starts
+    assert walking.wait(10)
+    assert cache.get(measure) == {"total_bytes": 1}  # still walking: no second walk, no waiting
+    release.set()
+    deadline = time.monotonic() + 10
+    while cache.get(lambda: {"total_bytes": -1})["total_bytes"] != 2:
+        assert time.monotonic() < deadline, "the new measurement never arrived"
+        time.sleep(0.01)
+    cache.forget()
+    assert cache.get(lambda: {"total_bytes": 99}) == {"total_bytes": 99}  # after a change: measured now

@@ -25,16 +25,18 @@ async def root(services: ServicesDep) -> Any:
     """The seed's `message`, plus version, device, backbone runtime (onnx or torch), the backbone a request without one gets (and why),
     every backbone with whether its pretrained weights are available, `ui`, the path of the web page, and
     `storage`, the bytes the stored data takes (as GET /storage; null while the database cannot be reached)."""
-    overview = await run_in_threadpool(backbone_overview, services.settings)
-    usage = await run_in_threadpool(_usage_or_none, services)
+    return await run_in_threadpool(_root, services)  # one trip to a thread: dashboards poll this
+
+
+def _root(services: Services) -> dict[str, Any]:
     return {
         "message": "Vision Trainer API is running",
         "version": __version__,
         "device": services.device,
         "runtime": services.runtime.kind,
-        **overview,
+        **backbone_overview(services.settings),
         "ui": "/ui",
-        "storage": usage,
+        "storage": _usage_or_none(services),
     }
 
 
