@@ -9,6 +9,9 @@ row pays for exporting the backbone to ONNX):
   a temporary worktree), uploading and training the 400 photos;
 - "first train": today's POST /train path (a dataset made from the upload, trained);
 - "retrain +20": 20 more photos added to that dataset, then POST /datasets/{id}/train.
+The first two alternate --repeat times, each in a fresh process of its own (its own warm-up job, a
+fresh data dir and feature cache), and the rows give the median, so that a slow moment of the machine
+does not land on one side only. The retrain continues the last first training's dataset.
 Also reported: features computed and reused, and how much the data dir grew (the retrain's growth
 should be the new photos, their features and a head, not a backbone).
 """
@@ -42,7 +45,7 @@ from vision_trainer.services import training
 from vision_trainer.services.context import Services
 from vision_trainer.services.uploads import Upload
 from vision_trainer.settings import Settings
-args = json.loads(sys.argv[1])
+args = json.loads(sys.stdin.read())
 def run(data_dir, classes):
     services = Services.create(Settings(_env_file=None, data_dir=data_dir, cache_dir=args["cache"], augment_views=args["views"]))
     files = [[Upload(Path(p).name, open(p, "rb")) for p in paths] for paths in classes.values()]
@@ -103,37 +106,74 @@ def retrain(
     return {"seconds": seconds, "add_seconds": add_seconds, "job": jobs.get_job(services, job["job_id"])}
 
 
-def v1_train(
-    rev: str, work: Path, classes: dict[str, list[Path]], warmup: dict[str, list[Path]], args: argparse.Namespace
-) -> dict[str, Any] | None:
-    tree = work / "v1-tree"
-    made = subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], capture_output=True, text=True
+def child_first_train(payload: dict[str, Any]) -> None:
+    """``--child``: one first training of today's service in this fresh process (after a warm-up job)."""
+    cache = Path(payload["cache"])
+    options = training.TrainingOptions(
+        epochs=payload["epochs"], backbone=payload["backbone"], augment_views=payload["views"]
     )
-    if made.returncode != 0:
-        print(f"baseline {rev} not available ({made.stderr.strip()}); skipping the v1 row", file=sys.stderr)
-        return None
-    try:
+    classes = {k: [Path(p) for p in v] for k, v in payload["classes"].items()}
+    warmup = {k: [Path(p) for p in v] for k, v in payload["warmup"].items()}
+    warm = Services.create(settings(Path(payload["warmup_dir"]), cache, payload["views"]))
+    first_train(warm, warmup, training.TrainingOptions(epochs=1, backbone=payload["backbone"], augment_views=0))
+    warm.close()
+    services = Services.create(settings(Path(payload["data_dir"]), cache, payload["views"]))
+    result = first_train(services, classes, options)
+    services.close()
+    print(json.dumps(result))
+
+
+class Service:
+    """One version of the service: ``train`` runs one first training in a fresh subprocess. ``rev`` set:
+    that git revision, checked out in a temporary worktree (the v1 baseline); else this tree."""
+
+    def __init__(self, rev: str | None, work: Path, args: argparse.Namespace) -> None:
+        self.rev, self.work, self.args, self.runs = rev, work, args, 0
+        self.tree = work / "v1-tree" if rev else REPO
+        self.available = True
+        if rev:
+            made = subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(self.tree), rev],
+                capture_output=True,
+                text=True,
+            )
+            self.available = made.returncode == 0
+            if not self.available:
+                print(f"baseline {rev} not available ({made.stderr.strip()}); skipping the v1 row", file=sys.stderr)
+
+    def train(self, classes: dict[str, list[Path]], warmup: dict[str, list[Path]]) -> dict[str, Any]:
+        self.runs += 1
+        name = "v1" if self.rev else "first"
         payload = {
-            "data_dir": str(work / "v1-data"),
-            "warmup_dir": str(work / "v1-warmup"),
-            "cache": str(work / "v1-cache"),
+            "data_dir": str(self.work / f"{name}-data-{self.runs}"),
+            "warmup_dir": str(self.work / f"{name}-warmup-{self.runs}"),
+            "cache": str(self.work / f"{name}-cache"),
             "classes": {k: [str(p) for p in v] for k, v in classes.items()},
             "warmup": {k: [str(p) for p in v] for k, v in warmup.items()},
-            "epochs": args.epochs,
-            "backbone": args.backbone,
-            "views": args.views,
+            "epochs": self.args.epochs,
+            "backbone": self.args.backbone,
+            "views": self.args.views,
         }
+        command = ["-c", V1_SCRIPT] if self.rev else [str(Path(__file__).resolve()), "--child"]
         out = subprocess.run(
-            [sys.executable, "-c", V1_SCRIPT, json.dumps(payload)],
+            [sys.executable, *command],
+            input=json.dumps(payload),
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(tree / "src")},
+            env={**os.environ, "PYTHONPATH": str(self.tree / "src")},
             check=True,
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        return {**json.loads(out.stdout.strip().splitlines()[-1]), "data_dir": payload["data_dir"]}
+
+    def close(self) -> None:
+        if self.rev and self.available:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(self.tree)], capture_output=True
+            )
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
 
 
 def main() -> None:
@@ -145,7 +185,12 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=1, help="augmented views (the default VT_AUGMENT_VIEWS)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--baseline", default="5038673", help="git revision of the v1 service to compare with")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of v1 and the first training")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the run's details on stdin
     args = parser.parse_args()
+    if args.child:
+        child_first_train(json.loads(sys.stdin.read()))
+        return
     folders = class_folders(args.data)
     base = {k: v[: args.per_class] for k, v in folders.items()}
     # The added photos come from the val split when there is one (else from the rest of each class).
@@ -156,7 +201,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        v1 = v1_train(args.baseline, work, base, warmup, args)
+        v1_service, today = Service(args.baseline, work, args), Service(None, work, args)
+        v1_runs, first_runs = [], []
+        try:
+            for _ in range(args.repeat):
+                if v1_service.available:
+                    v1_runs.append(v1_service.train(base, warmup))
+                first_runs.append(today.train(base, warmup))
+        finally:
+            v1_service.close()
+        v1 = median_run(v1_runs) if v1_runs else None
         if v1 is not None:
             rows.append(
                 {
@@ -168,15 +222,16 @@ def main() -> None:
                     "test_accuracy": v1["test_accuracy"],
                 }
             )
-        cache = work / "cache"
-        warm = Services.create(settings(work / "warmup", cache, args.views))
+        first = median_run(first_runs)
+        # The retrain continues the last first training's dataset (all runs trained the same photos), in this
+        # process after a warm-up job of its own.
+        warm = Services.create(settings(work / "warmup", work / "first-cache", args.views))
         first_train(warm, warmup, training.TrainingOptions(epochs=1, backbone=args.backbone, augment_views=0))
         warm.close()
-        data_dir = work / "data"
-        services = Services.create(settings(data_dir, cache, args.views))
-        first = first_train(services, base, options)
+        data_dir = Path(first_runs[-1]["data_dir"])
+        services = Services.create(settings(data_dir, work / "first-cache", args.views))
         size_after_first = tree_bytes(data_dir)
-        second = retrain(services, first["job"]["dataset_id"], extra, options)
+        second = retrain(services, first_runs[-1]["job"]["dataset_id"], extra, options)
         grown = tree_bytes(data_dir) - size_after_first
         new_photos = sum(p.stat().st_size for paths in extra.values() for p in paths)
         model_dir = data_dir / "models" / second["job"]["model_id"]
@@ -205,7 +260,9 @@ def main() -> None:
         )
     extra_info = {
         "speed-up of the retrain over the first train": round(first["seconds"] / second["seconds"], 1),
-        "first train vs v1 /train": None if v1 is None else round(first["seconds"] / v1["seconds"], 3),
+        "first train vs v1 /train (medians)": None if v1 is None else round(first["seconds"] / v1["seconds"], 3),
+        "seconds of every run, v1 /train": [round(run["seconds"], 3) for run in v1_runs],
+        "seconds of every run, first train": [round(run["seconds"], 3) for run in first_runs],
         "retrain: seconds to add the photos": round(second["add_seconds"], 3),
         "retrain: new photos' bytes": new_photos,
         "retrain: the new model's files (bytes)": model_files,

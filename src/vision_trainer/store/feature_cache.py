@@ -7,10 +7,13 @@ recently used files go first (a read refreshes a file's modification time).
 
 from __future__ import annotations
 
+import errno
+import functools
+import io
+import itertools
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +27,14 @@ EVICT_CHECK_BYTES = 8 << 20  # look at the total again after this much has been 
 EVICT_TO = 0.9  # evict down to this fraction of the bound
 
 
+@functools.cache
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header of a float32 array of ``shape``, as ``np.save`` writes it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
 class FeatureFileCache:
     """``get``/``put`` by key ``"<fingerprint>/<sha256>/<view>"`` (see ``ml.features.FeatureCache``)."""
 
@@ -32,6 +43,7 @@ class FeatureFileCache:
         self.max_bytes = max_bytes
         self._written = 0
         self._lock = threading.Lock()
+        self._serial = itertools.count()
 
     def path(self, key: str) -> Path:
         match = _KEY.match(key)
@@ -45,26 +57,25 @@ class FeatureFileCache:
         try:
             value = np.load(path, allow_pickle=False)
             os.utime(path)  # recently used
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError) as exc:  # unreadable: compute it again
             log.warning("feature cache entry %s unreadable (%s); recomputing it", path, exc)
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
             return None
         return value
 
     def put(self, key: str, value: np.ndarray) -> None:
         path = self.path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.save(handle, np.ascontiguousarray(value, dtype=np.float32), allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                self._write(path, value)
+            except FileNotFoundError:  # its folder is new, or went since (the cache was cleared)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._write(path, value)
         except OSError as exc:  # a full disk must not fail training: the cache is only a shortcut
             log.warning("could not store features in %s: %s", path.parent, exc)
             return
@@ -75,6 +86,24 @@ class FeatureFileCache:
                 self._written = 0
         if due:
             self.evict()
+
+    def _write(self, path: Path, value: np.ndarray) -> None:
+        # A temporary name unique to this process and thread (cheaper than mkstemp's random tries), and the
+        # .npy bytes written by os calls, which release the GIL: the head trains meanwhile in Python.
+        vector = np.ascontiguousarray(value, dtype=np.float32)
+        tmp = f"{path.parent}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(self._serial)}.npy"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                data = _npy_header(vector.shape) + vector.tobytes()
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def size_bytes(self) -> int:
         return sum(size for _, size, _ in self._entries())
