@@ -276,11 +276,13 @@ def test_a_stale_measurement_is_answered_while_a_new_one_runs(monkeypatch: pytes
             assert release.wait(10)
         return {"total_bytes": len(walks)}
 
+    assert cache.last(measure) is None and walks == []  # GET / measures in a thread then
     assert cache.get(measure) == {"total_bytes": 1}  # the first read measures
     time.sleep(0.01)
     assert cache.get(measure) == {"total_bytes": 1}  # stale: answered at once, a walk starts
     assert walking.wait(10)
     assert cache.get(measure) == {"total_bytes": 1}  # still walking: no second walk, no waiting
+    assert cache.last(measure) == {"total_bytes": 1}
     release.set()
     deadline = time.monotonic() + 10
     while cache.get(lambda: {"total_bytes": -1})["total_bytes"] != 2:

@@ -11,15 +11,18 @@ from ..services.queue import JobQueue
 from ..settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+# Coroutines, though they only read app.state: FastAPI runs a plain function dependency in its thread
+# pool, a round trip through the event loop for every request that, under a crowd of event streams,
+# made a quick request wait behind the crowd.
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 

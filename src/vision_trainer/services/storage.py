@@ -44,12 +44,26 @@ class UsageCache:
         with self._lock:  # one walk at a time; callers arriving meanwhile take its answer
             if self._value is None:
                 self._value, self._at = measure(), time.monotonic()
-            elif time.monotonic() - self._at > CACHE_S and not self._refreshing:
-                self._refreshing = True
-                threading.Thread(
-                    target=self._refresh, args=(measure, self._generation), name="vt-storage-usage", daemon=True
-                ).start()
-            return dict(self._value)
+            return self._answer(measure)
+
+    def last(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """As ``get``, but None instead of measuring, or of waiting for a walk that holds the lock (the
+        caller may be the event loop)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return None if self._value is None else self._answer(measure)
+        finally:
+            self._lock.release()
+
+    def _answer(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        assert self._value is not None
+        if time.monotonic() - self._at > CACHE_S and not self._refreshing:
+            self._refreshing = True
+            threading.Thread(
+                target=self._refresh, args=(measure, self._generation), name="vt-storage-usage", daemon=True
+            ).start()
+        return dict(self._value)
 
     def _refresh(self, measure: Callable[[], dict[str, Any]], generation: int) -> None:
         try:
@@ -80,6 +94,11 @@ def storage_usage(services: Services) -> dict[str, Any]:
         (see ``UsageCache``).
     """
     return services.usage.get(lambda: _measure(services))
+
+
+def last_storage_usage(services: Services) -> dict[str, Any] | None:
+    """``storage_usage`` when it needs no walk while the caller waits (None when it would)."""
+    return services.usage.last(lambda: _measure(services))
 
 
 def forget_usage(services: Services) -> None:

@@ -12,7 +12,7 @@ from ... import __version__
 from ...services.backbones import backbone_overview
 from ...services.context import Services
 from ...services.errors import is_database_outage
-from ...services.storage import storage_usage
+from ...services.storage import last_storage_usage, storage_usage
 from ..deps import ServicesDep
 from ..errors import error_response
 from ..schemas import HealthStatus, ServiceInfo
@@ -25,10 +25,15 @@ async def root(services: ServicesDep) -> Any:
     """The seed's `message`, plus version, device, backbone runtime (onnx or torch), the backbone a request without one gets (and why),
     every backbone with whether its pretrained weights are available, `ui`, the path of the web page, and
     `storage`, the bytes the stored data takes (as GET /storage; null while the database cannot be reached)."""
-    return await run_in_threadpool(_root, services)  # one trip to a thread: dashboards poll this
+    usage = last_storage_usage(services)
+    if usage is None:  # nothing measured yet, or something changed since: measure in a thread
+        return await run_in_threadpool(lambda: _root(services, _usage_or_none(services)))
+    # Dashboards poll this: answered without a trip to a thread, which under a crowd of event
+    # streams waits its turn in the event loop twice.
+    return _root(services, usage)
 
 
-def _root(services: Services) -> dict[str, Any]:
+def _root(services: Services, usage: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "message": "Vision Trainer API is running",
         "version": __version__,
@@ -36,7 +41,7 @@ def _root(services: Services) -> dict[str, Any]:
         "runtime": services.runtime.kind,
         **backbone_overview(services.settings),
         "ui": "/ui",
-        "storage": _usage_or_none(services),
+        "storage": usage,
     }
 
 
