@@ -317,7 +317,10 @@ class OutlierPhoto(BaseModel):
     image_id: str
     filename: str
     label: str | None
-    score: float = Field(description="How far the photo is from every class, in robust standard deviations.")
+    score: float = Field(
+        description="How unlike the dataset the photo is: the mean of two robust z-scores, its distance to the "
+        "nearest class and to its 10th most similar photo (in units of the dataset's own spread); listed from 3.0."
+    )
 
 
 class LabelSuggestion(BaseModel):

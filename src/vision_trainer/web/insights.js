@@ -261,7 +261,7 @@ function renderOutliers(outliers) {
   fill(".outliers", outliers, (item) => {
     const card = finding("outlier", item, [
       make("span", { textContent: `labelled ${item.label ?? "—"}` }),
-      make("span", { className: "muted small", textContent: `unlike every class (score ${item.score.toFixed(1)})` }),
+      make("span", { className: "muted small", textContent: `unlike the other photos (score ${item.score.toFixed(1)})` }),
     ]);
     return actions(card, action("Remove", () => removePhotos([item.image_id], item.filename),
       { "data-testid": "outlier-remove", "aria-label": `Remove ${item.filename}`, class: "danger" }));
