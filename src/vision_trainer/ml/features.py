@@ -145,7 +145,7 @@ class ViewSet:
 class CachedExtraction:
     """Features of a set of images from the cache where it has them, computed (and stored) where not.
 
-    The computed ones reach the cache when ``write_behind`` or ``flush`` is called (``flush`` before the job ends).
+    What ``features`` computes goes to the cache from a writer thread: call ``flush`` before the job ends.
     """
 
     cache: FeatureCache | None
@@ -194,6 +194,7 @@ class CachedExtraction:
                 groups.setdefault(todo, []).append(index)
         for todo, indices in groups.items():
             self._compute([items[i] for i in indices], views, todo, [found[i] for i in indices])
+        self.write_behind()
         total = len(items) * len(keys)
         self.reused += total - sum(len(t) * len(i) for t, i in groups.items())
         if not items:
@@ -230,9 +231,10 @@ class CachedExtraction:
             self._unwritten.extend(entries)
 
     def write_behind(self) -> None:
-        """Start putting the computed features in the cache from a thread of its own: hundreds of small
-        files cost a few tenths of a second, which pass while the head trains on one core (started
-        during extraction, they would slow the backbone instead). ``flush`` waits for them."""
+        """Start putting the computed features in the cache from a thread of its own, which overlaps the
+        next set's extraction (the backbone runs without the GIL). Started while the head trained instead,
+        its file calls and the head's small steps took turns with the GIL and the head took twice as
+        long. ``flush`` waits for them."""
         if self.cache is None or not self._unwritten:
             return
         if self._writer is None:

@@ -163,7 +163,6 @@ def _train_head(
         extraction, spec, [parts.train, parts.test, split.test], config, hooks
     )
     hooks.log(f"Features: {extraction.computed} computed, {extraction.reused} reused")
-    extraction.write_behind()
 
     torch.manual_seed(config.seed)
     head = nn.Linear(spec.feature_size, len(class_names)).to(config.runtime.device)
