@@ -290,3 +290,14 @@ def test_a_stale_measurement_is_answered_while_a_new_one_runs(monkeypatch: pytes
         time.sleep(0.01)
     cache.forget()
     assert cache.get(lambda: {"total_bytes": 99}) == {"total_bytes": 99}  # after a change: measured now
+
+
+def test_an_upload_is_checked_against_fresh_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET / may answer figures a few seconds old; the VT_MAX_DATA_MB check before an upload may not."""
+    import time
+
+    monkeypatch.setattr(storage_service, "CACHE_S", 0.05)
+    cache = storage_service.UsageCache()
+    assert cache.get(lambda: {"total_bytes": 1}) == {"total_bytes": 1}
+    time.sleep(0.1)
+    assert cache.get(lambda: {"total_bytes": 2}, fresh=True) == {"total_bytes": 2}

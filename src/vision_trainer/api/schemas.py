@@ -184,7 +184,8 @@ class ServiceInfo(BaseModel):
     backbones: list[BackboneInfo]
     ui: str | None = Field(description="Path of the web page (/ui).")
     storage: StorageUsage | None = Field(
-        description="Bytes the stored data takes (as GET /storage); null while the database cannot be reached."
+        description="Bytes the stored data takes (as GET /storage, measured every few seconds); null when the "
+        "database cannot be reached and nothing was measured before."
     )
 
 

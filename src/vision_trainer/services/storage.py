@@ -40,10 +40,13 @@ class UsageCache:
         self._generation = 0  # bumped by forget(): a walk that began before it is not kept
         self._refreshing = False
 
-    def get(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def get(self, measure: Callable[[], dict[str, Any]], *, fresh: bool = False) -> dict[str, Any]:
+        """The last measurement (see the class); with ``fresh``, one at most ``CACHE_S`` old, measured now
+        if need be (what an upload is checked against)."""
         with self._lock:  # one walk at a time; callers arriving meanwhile take its answer
-            if self._value is None:
+            if self._value is None or (fresh and time.monotonic() - self._at > CACHE_S):
                 self._value, self._at = measure(), time.monotonic()
+                self._generation += 1  # a walk in the background began before this one
             return self._answer(measure)
 
     def last(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
@@ -69,7 +72,7 @@ class UsageCache:
         try:
             value = measure()
         except Exception as exc:  # the database is away for a moment: the next read tries again
-            log.info("measuring the stored data failed (%s); keeping the last figures", exc)
+            log.warning("measuring the stored data failed (%s); answering the last figures", exc)
             value = None
         with self._lock:
             self._refreshing = False
@@ -116,7 +119,7 @@ def check_room(services: Services, incoming_bytes: int | None = None) -> None:
     limit = services.settings.max_data_bytes
     if limit is None:
         return
-    used = storage_usage(services)["total_bytes"]
+    used = services.usage.get(lambda: _measure(services), fresh=True)["total_bytes"]
     incoming = max(incoming_bytes or 0, 0)
     if used <= limit and used + incoming <= limit:
         return

@@ -24,7 +24,8 @@ router = APIRouter(tags=["service"])
 async def root(services: ServicesDep) -> Any:
     """The seed's `message`, plus version, device, backbone runtime (onnx or torch), the backbone a request without one gets (and why),
     every backbone with whether its pretrained weights are available, `ui`, the path of the web page, and
-    `storage`, the bytes the stored data takes (as GET /storage; null while the database cannot be reached)."""
+    `storage`, the bytes the stored data takes (as GET /storage, measured every few seconds; null when the
+    database cannot be reached and nothing was measured before)."""
     usage = last_storage_usage(services)
     if usage is None:  # nothing measured yet, or something changed since: measure in a thread
         return await run_in_threadpool(lambda: _root(services, _usage_or_none(services)))
