@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,7 @@ class DictCache:
         return self.entries.get(key)
 
     def put(self, key: str, value) -> None:
+        time.sleep(0.02)  # as slow as files: without a flush the job would end before the writer
         self.entries[key] = value
 
 

@@ -3,6 +3,7 @@ feature cache once per view ever (the same pixels through the same weights give 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +20,7 @@ from .errors import TrainingCancelled
 from .runtime import FeatureExtractor
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def extract_features(
@@ -243,7 +245,10 @@ class CachedExtraction:
 
         def write() -> None:
             for key, value in entries:
-                cache.put(key, value)
+                try:
+                    cache.put(key, value)
+                except Exception:  # the cache is only a shortcut: never the job's failure
+                    log.warning("feature cache: storing %s failed", key, exc_info=True)
 
         self._writes.append(self._writer.submit(write))
 

@@ -85,12 +85,15 @@ class FeatureFileCache:
             if due:
                 self._written = 0
         if due:
-            self.evict()
+            try:
+                self.evict()
+            except OSError as exc:  # as a failed write: the cache is only a shortcut
+                log.warning("feature cache: evicting old entries failed: %s", exc)
 
     def _write(self, path: Path, value: np.ndarray) -> None:
         # A temporary name unique to this process and thread (cheaper than mkstemp's random tries), and the
         # .npy bytes written by os calls, which release the GIL: the head trains meanwhile in Python.
-        vector = np.ascontiguousarray(value, dtype=np.float32)
+        vector = np.ascontiguousarray(value, dtype="<f4")  # what the header says
         tmp = f"{path.parent}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(self._serial)}.npy"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
