@@ -22,6 +22,7 @@ from vision_trainer.ml.insights import (
     duplicate_kind,
     image_fingerprint,
     near_duplicate_groups,
+    neighbour_scores,
     out_of_fold,
     outlier_scores,
     outliers,
@@ -285,3 +286,16 @@ def test_planted_problems_in_real_photos_are_found(planted_cats_dogs: tuple[np.n
     # features point elsewhere but are not far from the classes on so few photos).
     outlying = [o.index for o in found.outliers]
     assert {101, 102} <= set(outlying) and len(outlying) <= 5, outlying
+
+
+def test_a_small_class_is_not_an_outlier_for_being_small_and_copies_do_not_inflate_scores() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 64)) * 3
+    sizes = [60, 60, 60, 6]
+    features = np.concatenate([centres[c] + rng.standard_normal((n, 64)) for c, n in enumerate(sizes)])
+    labels = np.repeat(np.arange(4), sizes)
+    small = set(range(180, 186))
+    listed = {o.index for o in outliers(outlier_scores(features, labels))}
+    assert len(listed & small) <= 1, listed  # the 10th nearest photo of a class of 6 is in another class
+    everything_copied = np.repeat(features[:60], 2, axis=0)  # every photo twice: distances to the 1st are 0
+    assert neighbour_scores(everything_copied, 10).max() <= 10.0

@@ -289,21 +289,32 @@ def outlier_scores(features: np.ndarray, labels: np.ndarray, options: OutlierOpt
     if len(others):
         distances[others] = _class_distances(z[members], y, classes, options)(z[others])
     by_class = _robust_class_z(distances, labels, classes).min(axis=1)
-    return (by_class + neighbour_scores(features, options.neighbours)) / 2
+    return (by_class + neighbour_scores(features, options.neighbours, labels)) / 2
 
 
-def neighbour_scores(features: np.ndarray, k: int) -> np.ndarray:
+def neighbour_scores(features: np.ndarray, k: int, labels: np.ndarray | None = None) -> np.ndarray:
     """Robust z-scores (over all photos) of each photo's cosine distance to its ``k``-th most similar
     other photo: a photo like no other in the dataset is far even from its nearest ones. ``k`` above the
-    size of a small cluster of foreign photos keeps them from vouching for each other."""
-    if len(features) < 3:
-        return np.zeros(len(features))
-    k = min(k, len(features) - 1)
+    size of a small cluster of foreign photos keeps them from vouching for each other; with ``labels``, a
+    labelled photo's ``k`` is at most its class's other photos, so that a small class is not far from
+    everything merely for being small. Scores are clipped to [-5, 10]: one part alone does not decide."""
+    n = len(features)
+    if n < 3:
+        return np.zeros(n)
+    ks = np.full(n, min(k, n - 1))
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64)
+        sizes = np.bincount(labels[labels >= 0], minlength=1)
+        labelled = labels >= 0
+        ks[labelled] = np.clip(sizes[labels[labelled]] - 1, 1, ks[labelled])
+    top = int(ks.max())
     similarity = cosine_matrix(np.asarray(features, dtype=np.float32))
-    distance = 1.0 - np.partition(similarity, -k, axis=1)[:, -k].astype(np.float64)
+    nearest = -np.sort(-np.partition(similarity, n - top, axis=1)[:, n - top :], axis=1)  # [n, top], most similar first
+    distance = 1.0 - nearest[np.arange(n), ks - 1].astype(np.float64)
     median = np.median(distance)
-    spread = 1.4826 * np.median(np.abs(distance - median))
-    return (distance - median) / max(spread, 1e-6)
+    # Floored: where most photos have a copy the spread of the distances is near 0.
+    spread = max(1.4826 * np.median(np.abs(distance - median)), 0.05 * median, 1e-6)
+    return np.clip((distance - median) / spread, -5.0, 10.0)
 
 
 def _principal_components(z: np.ndarray, dims: int, seed: int) -> np.ndarray:
