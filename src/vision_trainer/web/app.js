@@ -7,7 +7,7 @@ import { ciText, cvText, forgetModel, modelDetail, roughWarning } from "./accura
 import { drawChart, parseEpochLine } from "./chart.js";
 import { compareModels, initCompare, setCompareDatasets, setCompareModels } from "./compare.js";
 import { copyBackbones, initDatasets, loadDatasets, openDataset } from "./datasets.js";
-import { $, describe, fillConfusion, make, onDrop, percent, setError, show } from "./ui.js";
+import { $, describe, fillConfusion, make, onDrop, percent, placeTrainOptions, setError, show } from "./ui.js";
 
 const PHASES = {
   queued: "Waiting for a free worker",
@@ -535,6 +535,7 @@ async function loadService() {
 }
 
 function init() {
+  placeTrainOptions($("#train-form .train-options"));
   addClass("Class 1");
   addClass("Class 2");
   $("#add-class").addEventListener("click", () => addClass().name.focus());

@@ -6,7 +6,7 @@ import { blobUrl, getJson, postForm, remove, sendJson } from "./api.js";
 import { ciText, cvText, modelDetail, roughWarning } from "./accuracy.js";
 import { isArchive, unpack } from "./archive.js";
 import { initInsights, loadInsights } from "./insights.js";
-import { $, $$, describe, make, onDrop, percent, plural, setError, show } from "./ui.js";
+import { $, $$, describe, make, onDrop, percent, placeTrainOptions, plural, setError, show } from "./ui.js";
 
 const PAGE_SIZE = 24;
 const PHOTOS_OR_ARCHIVES = "image/*,.zip,.tar,.gz,.tgz";
@@ -518,6 +518,7 @@ function renderModels() {
 /** The view is made on first use, so its form fields exist only once a dataset is open. */
 function buildView() {
   view.root.append($("#dataset-template").content.cloneNode(true));
+  placeTrainOptions(part(".train-options"), "dataset-");
   part(".close-dataset").addEventListener("click", closeDataset);
   part(".rename-dataset").addEventListener("click", async () => {
     const name = prompt("New name for this dataset", view.dataset.name);
