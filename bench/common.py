@@ -73,6 +73,42 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+def upload_form(data: dict[str, list[Path]], per_class: int, **fields: str) -> tuple[dict[str, str], list]:
+    """A ``POST /train`` form: ``label1..N`` and ``per_class`` photos of each class as ``files1..N``."""
+    values = {f"label{n}": name for n, name in enumerate(data, start=1)}
+    values.update(fields)
+    files = [
+        (f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
+        for n, paths in enumerate(data.values(), start=1)
+        for p in paths[:per_class]
+    ]
+    return values, files
+
+
+def train_in_process(services: Any, classes: dict[str, list[Path]], options: Any) -> tuple[float, dict[str, Any]]:
+    """``POST /train``'s path without HTTP: store the photos, run the job to a saved model. The seconds
+    from the request to the saved model, and the job; the job must succeed."""
+    from vision_trainer.jobs.inline import CallerRunsQueue
+    from vision_trainer.services import jobs, runner, training
+    from vision_trainer.services.uploads import Upload
+
+    files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in classes.values()]
+    start = time.perf_counter()
+    try:
+        job = training.submit_training(
+            services, CallerRunsQueue(), training.TrainingRequest(labels=list(classes), files=files, options=options)
+        )
+        status = runner.run_training_job(services, job["job_id"])
+        seconds = time.perf_counter() - start
+    finally:
+        for group in files:
+            for upload in group:
+                upload.stream.close()
+    finished = jobs.get_job(services, job["job_id"])
+    assert status == "succeeded", finished
+    return seconds, finished
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

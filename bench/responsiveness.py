@@ -20,18 +20,16 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASETS, class_folders, free_port, percentile, report, rss_mib, start_process  # noqa: E402
-
-
-def form(data: dict[str, list[Path]], per_class: int, **fields: str) -> tuple[dict[str, str], list]:
-    values = {f"label{n}": name for n, name in enumerate(data, start=1)}
-    values.update(fields)
-    files = [
-        (f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
-        for n, paths in enumerate(data.values(), start=1)
-        for p in paths[:per_class]
-    ]
-    return values, files
+from common import (  # noqa: E402
+    DATASETS,
+    class_folders,
+    free_port,
+    percentile,
+    report,
+    rss_mib,
+    start_process,
+    upload_form,
+)
 
 
 def latency_while_training(client: httpx.Client, job_id: str, pid: int) -> dict[str, Any]:
@@ -68,11 +66,11 @@ def main() -> None:
             rss_idle = rss_mib(server.pid)
             # A small first job pays the one-time ONNX export of the backbone (a fresh machine's first
             # job only); the peak of the measured job is then its own.
-            data, files = form(flowers, 10, epochs="1", wait="true", backbone="efficientnet_lite0")
+            data, files = upload_form(flowers, 10, epochs="1", wait="true", backbone="efficientnet_lite0")
             client.post("/train", data=data, files=files)
             rss_warm = rss_mib(server.pid, "VmHWM")
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # reset the peak (VmHWM)
-            data, files = form(flowers, args.per_class, epochs=str(args.epochs), backbone="efficientnet_lite0")
+            data, files = upload_form(flowers, args.per_class, epochs=str(args.epochs), backbone="efficientnet_lite0")
             start = time.perf_counter()
             job_id = client.post("/train", data=data, files=files).json()["job_id"]
             run = latency_while_training(client, job_id, server.pid)
@@ -90,7 +88,7 @@ def main() -> None:
                 }
             ]
             for n in range(1, args.repeat + 1):
-                data, files = form(
+                data, files = upload_form(
                     flowers,
                     args.per_class,
                     epochs=str(args.epochs),

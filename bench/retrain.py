@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASETS, REPO, class_folders, report  # noqa: E402
+from common import DATASETS, REPO, class_folders, report, train_in_process  # noqa: E402
 
 from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
 from vision_trainer.services import datasets, jobs, runner, training  # noqa: E402
@@ -75,18 +75,8 @@ def settings(data_dir: Path, cache: Path, views: int) -> Settings:
 def first_train(
     services: Services, classes: dict[str, list[Path]], options: training.TrainingOptions
 ) -> dict[str, Any]:
-    files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in classes.values()]
-    start = time.perf_counter()
-    job = training.submit_training(
-        services, CallerRunsQueue(), training.TrainingRequest(labels=list(classes), files=files, options=options)
-    )
-    status = runner.run_training_job(services, job["job_id"])
-    seconds = time.perf_counter() - start
-    for group in files:
-        for upload in group:
-            upload.stream.close()
-    assert status == "succeeded", jobs.get_job(services, job["job_id"])
-    return {"seconds": seconds, "job": jobs.get_job(services, job["job_id"])}
+    seconds, job = train_in_process(services, classes, options)
+    return {"seconds": seconds, "job": job}
 
 
 def retrain(

@@ -20,19 +20,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASETS, class_folders, report  # noqa: E402
+from common import DATASETS, class_folders, report, train_in_process  # noqa: E402
 from naive_seed import train_and_evaluate_model  # noqa: E402
 
-from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
 from vision_trainer.ml.backbones import create_backbone, freeze, resolve_backbone  # noqa: E402
 from vision_trainer.ml.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from vision_trainer.ml.data import LabelledImage, stratified_split  # noqa: E402
 from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor  # noqa: E402
-from vision_trainer.services import jobs, models, runner, training  # noqa: E402
+from vision_trainer.services import models, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
-from vision_trainer.services.uploads import Upload  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
 
 
@@ -45,19 +43,8 @@ def ours(
             _env_file=None, data_dir=data_dir, num_workers=workers, runtime=runtime, cache_dir=data_dir.parent / "cache"
         )
     )
-    streams = [[Upload(p.name, p.open("rb")) for p in paths] for paths in data.values()]
-    start = time.perf_counter()
     options = training.TrainingOptions(epochs=epochs, backbone=backbone, augment_views=views)
-    job = training.submit_training(
-        services, CallerRunsQueue(), training.TrainingRequest(labels=list(data), files=streams, options=options)
-    )
-    status = runner.run_training_job(services, job["job_id"])
-    seconds = time.perf_counter() - start
-    for group in streams:
-        for upload in group:
-            upload.stream.close()
-    finished = jobs.get_job(services, job["job_id"])
-    assert status == "succeeded", finished
+    seconds, finished = train_in_process(services, data, options)
     checkpoint = data_dir / "trained_model.pth"
     save_checkpoint(checkpoint, models.model_checkpoint(services, finished["model_id"]))
     services.close()

@@ -40,7 +40,16 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASETS, REPO, class_folders, free_port, percentile, report, start_process  # noqa: E402
+from common import (  # noqa: E402
+    DATASETS,
+    REPO,
+    class_folders,
+    free_port,
+    percentile,
+    report,
+    start_process,
+    upload_form,
+)
 
 FINAL = ("succeeded", "failed", "cancelled")
 DEADLINE_S = 600  # the longest any one run may take
@@ -146,15 +155,7 @@ def watcher_process(port: int, count: int) -> None:
 
 
 def form(per_class: int, **fields: str) -> tuple[dict[str, str], list]:
-    data = class_folders(DATASETS / "cats_dogs" / "train")
-    values = {f"label{n}": name for n, name in enumerate(data, start=1)}
-    values.update(fields)
-    files = [
-        (f"files{n}", (p.name, p.read_bytes(), "image/jpeg"))
-        for n, paths in enumerate(data.values(), start=1)
-        for p in paths[:per_class]
-    ]
-    return values, files
+    return upload_form(class_folders(DATASETS / "cats_dogs" / "train"), per_class, **fields)
 
 
 def _probe(client: httpx.Client, job_id: str) -> tuple[list[float], dict]:
