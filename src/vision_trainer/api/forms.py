@@ -32,6 +32,26 @@ TRAIN_NUMBERED_FIELDS = ("label", "files")
 TRAIN_EXTRA_FIELDS = ("archive",)
 
 
+FILES_PROP: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "binary"}}
+
+
+def multipart_form(
+    properties: dict[str, Any],
+    *,
+    required_fields: tuple[str, ...] = (),
+    required: bool = True,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """``openapi_extra`` describing the multipart form of a route that reads its form itself (to stream
+    the files and check the field names), so the API docs still show its fields."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required_fields:
+        schema["required"] = list(required_fields)
+    if description:
+        schema["description"] = description
+    return {"requestBody": {"required": required, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def _shown(name: str) -> str:
     return repr(name if len(name) <= _MAX_NAME_CHARS else name[:_MAX_NAME_CHARS] + "…")
 

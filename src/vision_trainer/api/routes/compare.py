@@ -11,45 +11,30 @@ from ...services import compare
 from ...services.datasets import AddImages
 from ...services.errors import InvalidRequest
 from ..deps import ServicesDep, SettingsDep
-from ..forms import check_field_names
+from ..forms import FILES_PROP, check_field_names, multipart_form
 from ..schemas import ERROR_RESPONSES
 from .datasets import image_groups
 from .train import ARCHIVE_PROP, parse_archive
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-COMPARE_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model_ids"],
-                    "properties": {
-                        "model_ids": {
-                            "type": "array",
-                            "items": {"type": "string"},
-                            "description": "2 to 10 models (repeat the field, or separate ids with commas).",
-                        },
-                        "dataset_id": {
-                            "type": "string",
-                            "description": "Judge on this dataset's labelled photos that none "
-                            "of the models trained on.",
-                        },
-                        "label1": {"type": "string", "description": "Or upload labelled photos: label1..N ..."},
-                        "files1": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "... with files1..N",
-                        },
-                        "archive": ARCHIVE_PROP,
-                    },
-                }
-            }
+COMPARE_FORM_SCHEMA = multipart_form(
+    {
+        "model_ids": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "2 to 10 models (repeat the field, or separate ids with commas).",
         },
-    }
-}
+        "dataset_id": {
+            "type": "string",
+            "description": "Judge on this dataset's labelled photos that none of the models trained on.",
+        },
+        "label1": {"type": "string", "description": "Or upload labelled photos: label1..N ..."},
+        "files1": {**FILES_PROP, "description": "... with files1..N"},
+        "archive": ARCHIVE_PROP,
+    },
+    required_fields=("model_ids",),
+)
 
 
 @router.post(

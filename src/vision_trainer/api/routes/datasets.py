@@ -16,7 +16,7 @@ from ...services.datasets import AddImages, ImageGroup
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
 from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep, SettingsDep
-from ..forms import check_field_names
+from ..forms import FILES_PROP, check_field_names, multipart_form
 from ..schemas import (
     ERROR_RESPONSES,
     DatasetCreate,
@@ -41,49 +41,22 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 ADD_FIELDS = ("label", "files", "archive", "skip_invalid")
 TRAIN_FIELDS = tuple(f for f in TrainOptions.model_fields if f != "skip_invalid")
 
-_files_prop = {"type": "array", "items": {"type": "string", "format": "binary"}}
-ADD_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "label": {
-                            "type": "string",
-                            "description": "Class of `files`; leave out for unlabelled photos.",
-                        },
-                        "files": {**_files_prop, "description": "Photos of one class (or unlabelled)."},
-                        "label1": {"type": "string", "description": "Several classes at once: label1..N ..."},
-                        "files1": {**_files_prop, "description": "... with files1..N."},
-                        "archive": ARCHIVE_PROP,
-                        "skip_invalid": {
-                            "type": "boolean",
-                            "description": "Keep the usable files and list the "
-                            "refused ones instead of refusing the whole request.",
-                        },
-                    },
-                }
-            }
+ADD_FORM_SCHEMA = multipart_form(
+    {
+        "label": {"type": "string", "description": "Class of `files`; leave out for unlabelled photos."},
+        "files": {**FILES_PROP, "description": "Photos of one class (or unlabelled)."},
+        "label1": {"type": "string", "description": "Several classes at once: label1..N ..."},
+        "files1": {**FILES_PROP, "description": "... with files1..N."},
+        "archive": ARCHIVE_PROP,
+        "skip_invalid": {
+            "type": "boolean",
+            "description": "Keep the usable files and list the refused ones instead of refusing the whole request.",
         },
     }
-}
-TRAIN_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": False,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        k: v for k, v in TrainOptions.model_json_schema()["properties"].items() if k in TRAIN_FIELDS
-                    },
-                }
-            }
-        },
-    }
-}
+)
+TRAIN_FORM_SCHEMA = multipart_form(
+    {k: v for k, v in TrainOptions.model_json_schema()["properties"].items() if k in TRAIN_FIELDS}, required=False
+)
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, summary="Create an empty dataset")

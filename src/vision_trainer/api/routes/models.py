@@ -14,7 +14,7 @@ from ...services import exports, models, report
 from ...services.errors import InvalidRequest
 from ..cache import shared_answer
 from ..deps import LimitQuery, OffsetQuery, ServicesDep, SettingsDep
-from ..forms import FormLimits, StreamedForm, streamed_form
+from ..forms import FormLimits, StreamedForm, multipart_form, streamed_form
 from ..schemas import ERROR_RESPONSES, DefaultModelSet, ModelList, ModelPublic, ModelRename, ModelSummary
 from .storage import check_upload_room
 
@@ -46,32 +46,22 @@ async def set_default(body: DefaultModelSet, services: ServicesDep) -> Any:
 
 IMPORT_TEXT_FIELDS = ("name", "backbone")
 IMPORT_FILE_FIELDS = ("file",)
-IMPORT_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A trained_model.pth: ours, or the seed's {model_state_dict, class_names}.",
-                        },
-                        "name": {"type": "string", "maxLength": 200, "description": "Name of the model."},
-                        "backbone": {
-                            "type": "string",
-                            "maxLength": 64,
-                            "description": "Backbone when the file names none (default resnet18).",
-                        },
-                    },
-                }
-            }
+IMPORT_FORM_SCHEMA = multipart_form(
+    {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "A trained_model.pth: ours, or the seed's {model_state_dict, class_names}.",
         },
-    }
-}
+        "name": {"type": "string", "maxLength": 200, "description": "Name of the model."},
+        "backbone": {
+            "type": "string",
+            "maxLength": 64,
+            "description": "Backbone when the file names none (default resnet18).",
+        },
+    },
+    required_fields=("file",),
+)
 
 
 def _text_field(form: StreamedForm, name: str, max_length: int) -> str | None:

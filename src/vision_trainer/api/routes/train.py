@@ -19,7 +19,7 @@ from ...services.context import Services
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
 from ..deps import QueueDep, ServicesDep, SettingsDep
-from ..forms import check_train_fields
+from ..forms import FILES_PROP, check_train_fields, multipart_form
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
 from .storage import check_upload_room
 
@@ -31,36 +31,18 @@ WAIT_POLL_S = 0.25
 _class_props: dict[str, Any] = {}
 for _n in (1, 2):
     _class_props[f"label{_n}"] = {"type": "string", "description": f"Name of class {_n}."}
-    _class_props[f"files{_n}"] = {
-        "type": "array",
-        "items": {"type": "string", "format": "binary"},
-        "description": f"Images of class {_n} (at least 2).",
-    }
+    _class_props[f"files{_n}"] = {**FILES_PROP, "description": f"Images of class {_n} (at least 2)."}
 ARCHIVE_PROP = {
     "type": "string",
     "format": "binary",
     "description": "A zip, tar or tar.gz of class folders (cats/1.jpg, dogs/2.jpg), instead of "
     "labelN/filesN; hidden files, files outside a class folder and non-images are skipped and listed.",
 }
-TRAIN_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        **_class_props,
-                        "archive": ARCHIVE_PROP,
-                        **TrainOptions.model_json_schema()["properties"],
-                    },
-                    "description": "More classes: label3/files3 … labelN/filesN, numbered without gaps. "
-                    "Instead of the class fields: `archive`, a zip, tar or tar.gz with one folder per class.",
-                }
-            }
-        },
-    }
-}
+TRAIN_FORM_SCHEMA = multipart_form(
+    {**_class_props, "archive": ARCHIVE_PROP, **TrainOptions.model_json_schema()["properties"]},
+    description="More classes: label3/files3 … labelN/filesN, numbered without gaps. "
+    "Instead of the class fields: `archive`, a zip, tar or tar.gz with one folder per class.",
+)
 
 
 def _has_class_fields(form: FormData) -> bool:
