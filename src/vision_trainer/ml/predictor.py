@@ -14,8 +14,6 @@ from .data import Normalizer, plain_view
 from .errors import CheckpointError
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
 
-CHUNK = 16  # the extraction batch of training (ml.training.TrainConfig.extract_batch_size)
-
 
 class Predictor:
     """Frozen feature extractor + linear head + temperature + preprocessing, ready to answer requests.
@@ -99,12 +97,13 @@ class Predictor:
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax).
 
-        At most ``CHUNK`` images go through the backbone at once, so a large batch request does not
-        grow the runtime's working memory beyond what training already uses.
+        At most the extractor's ``batch_size`` images go through the backbone at once, as in training,
+        so a large batch request does not grow the runtime's working memory beyond what training uses.
         """
         logits = []
-        for start in range(0, len(images), CHUNK):
-            chunk = images[start : start + CHUNK]
+        size = self.extractor.batch_size
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
             batch = self.normalize(torch.stack([self.transform(image) for image in chunk]))
             with torch.inference_mode():
                 logits.append(self.head(self.extractor(batch).cpu().float()) / self.temperature)

@@ -33,16 +33,16 @@ class TrainConfig:
 
     ``augment_views`` is the number of randomly augmented copies of every training image whose
     features are extracted, on top of one plain (resize + centre crop) view. ``validation_fraction``
-    of the training split (per class) is held back to fit the confidence temperature.
-    With ``early_stopping`` training stops once the validation fold's loss has not improved for
-    ``patience`` epochs, and the head of the best epoch is kept (never judged on the test split).
-    ``extract_batch_size`` views go through the backbone per forward pass: on ONNX Runtime 16 runs
-    as fast as 32 and its working memory is about 450 MB smaller (measured on EfficientNet-Lite0).
+    of the training split (per class) is held back only with ``early_stopping``: training then stops
+    once the validation fold's loss has not improved for ``patience`` epochs, and the head of the best
+    epoch is kept (never judged on the test split); the confidence temperature comes from
+    cross-validation heads (out of fold). ``extract_batch_size`` views go through the backbone per
+    forward pass; ``None`` is what the runtime runs fastest (``RuntimeOptions.batch_size``).
     """
 
     epochs: int = 5
     batch_size: int = 32
-    extract_batch_size: int = 16
+    extract_batch_size: int | None = None
     lr: float = 0.01
     momentum: float = 0.9
     augment_views: int = 2
@@ -302,7 +302,7 @@ def _extraction(
         draft_size=spec.resize_size,
         normalize=Normalizer(spec.preprocessing()),
         device=config.runtime.device,
-        batch_size=config.extract_batch_size,
+        batch_size=config.extract_batch_size or config.runtime.batch_size,
         num_workers=config.num_workers,
         should_stop=hooks.should_stop,
     )
