@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .data import LabelledImage, content_score
+from .sgd import LinearHeads
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,23 +136,16 @@ def _fit_heads(
     """``k`` linear heads ``[k, C, F]``, ``[k, C]`` trained at once; head j's loss leaves out fold j's rows."""
     generator = torch.Generator().manual_seed(seed)
     bound = 1 / math.sqrt(x.shape[1])  # nn.Linear's default initialisation
-    weight = nn.Parameter(((torch.rand(k, num_classes, x.shape[1], generator=generator) * 2 - 1) * bound).to(x.device))
-    bias = nn.Parameter(((torch.rand(k, num_classes, generator=generator) * 2 - 1) * bound).to(x.device))
-    optimizer = torch.optim.SGD([weight, bias], lr=lr, momentum=momentum)
+    weight = ((torch.rand(k, num_classes, x.shape[1], generator=generator) * 2 - 1) * bound).to(x.device)
+    bias = ((torch.rand(k, num_classes, generator=generator) * 2 - 1) * bound).to(x.device)
+    sgd = LinearHeads(weight, bias, lr=lr, momentum=momentum)
     heads = torch.arange(k, device=x.device).view(k, 1)
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=generator).to(x.device)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            logits = torch.einsum("bf,kcf->kbc", x[index], weight) + bias[:, None, :]
-            losses = nn.functional.cross_entropy(
-                logits.reshape(-1, num_classes), y[index].repeat(k), reduction="none"
-            ).view(k, -1)
             keep = (row_fold[index].view(1, -1) != heads).float()
             if class_weights is not None:  # as CrossEntropyLoss(weight=...): a weighted mean
                 keep = keep * class_weights[y[index]].view(1, -1)
-            loss = ((losses * keep).sum(1) / keep.sum(1).clamp(min=1e-12)).sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return weight.detach(), bias.detach()
+            sgd.step(x[index], y[index], keep)
+    return weight, bias

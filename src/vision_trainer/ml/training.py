@@ -21,6 +21,7 @@ from .features import CachedExtraction, FeatureCache, ViewSet
 from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax, wilson_interval
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, state_dict_hash
 from .selection import select_backbone
+from .sgd import LinearHeads, cross_entropy
 
 
 @dataclass(frozen=True)
@@ -427,31 +428,29 @@ def fit_head(
         One ``{epoch, loss, train_acc, test_acc}`` dict per epoch run, and the epoch whose head is kept.
     """
     x_train, y_train = train
-    optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum)
-    criterion = nn.CrossEntropyLoss(weight=class_weights)
+    # SGD with momentum on the head's own tensors (ml.sgd: the same updates as torch.optim.SGD, faster).
+    sgd = LinearHeads(head.weight.data[None], head.bias.data[None], lr=config.lr, momentum=config.momentum)
+    row_weights = class_weights[y_train] if class_weights is not None else None
     generator = torch.Generator().manual_seed(config.seed)
     best = BestEpoch(head, validation, config.patience) if validation is not None else None
     history = []
     for epoch in range(1, config.epochs + 1):
-        head.train()
         order = torch.randperm(len(y_train), generator=generator).to(y_train.device)
-        loss_sum, correct = 0.0, 0
+        loss_sum = torch.zeros((), device=x_train.device)
+        correct = torch.zeros((), dtype=torch.long, device=x_train.device)
         for start in range(0, len(order), config.batch_size):
             if hooks.should_stop():
                 raise TrainingCancelled(f"cancelled in epoch {epoch}")
             index = order[start : start + config.batch_size]
-            logits = head(x_train[index])
-            loss = criterion(logits, y_train[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(index)
-            correct += int((logits.argmax(1) == y_train[index]).sum())
+            weights = None if row_weights is None else row_weights[index]
+            logits = sgd.step(x_train[index], y_train[index], weights)
+            loss_sum += cross_entropy(logits, y_train[index], weights)[0] * len(index)
+            correct += (logits[0].argmax(1) == y_train[index]).sum()
         test_acc = accuracy(head, *test)
         row = {
             "epoch": epoch,
-            "loss": round(loss_sum / len(y_train), 4),
-            "train_acc": round(correct / len(y_train), 4),
+            "loss": round(float(loss_sum) / len(y_train), 4),
+            "train_acc": round(int(correct) / len(y_train), 4),
             "test_acc": round(test_acc, 4),
         }
         history.append(row)
