@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from .data import LabelledImage, Normalizer, Split, augment_view, plain_view, va
 from .errors import InvalidDatasetError, TrainingCancelled
 from .features import CachedExtraction, FeatureCache, ViewSet
 from .metrics import classification_report, expected_calibration_error, fit_temperature, softmax, wilson_interval
-from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, state_dict_hash
+from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, frozen_module_hash
 from .selection import select_backbone
 from .sgd import LinearHeads, cross_entropy
 
@@ -90,20 +88,13 @@ class TrainResult:
 
 def backbone_fingerprint(spec: BackboneSpec, backbone: nn.Module) -> str:
     """Names a backbone's weights: its name and a hash of its tensors (computed once per module)."""
-    with _fingerprints_lock:
-        if backbone not in _fingerprints:
-            _fingerprints[backbone] = f"{spec.name}-{state_dict_hash(backbone.state_dict())[:16]}"
-        return _fingerprints[backbone]
+    return f"{spec.name}-{frozen_module_hash(backbone)[:16]}"
 
 
 def features_fingerprint(weights: str, runtime: RuntimeOptions) -> str:
     """Names the features a backbone gives: its weights and where it runs (ONNX Runtime, PyTorch on the
     CPU or on CUDA give features that differ in the last digits)."""
     return f"{weights}-{runtime.kind}-{runtime.device.split(':')[0]}"
-
-
-_fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
-_fingerprints_lock = threading.Lock()
 
 
 def train_classifier(

@@ -94,8 +94,8 @@ def run_analysis(services: Services, job: Job, hooks: TrainingHooks) -> dict[str
     started = time.monotonic()
     spec = resolve_backbone(job.params["backbone"])
     files = services.files
-    present = [(i, files.dataset_image(job.dataset_id, i["image_id"])) for i in job.inputs]  # type: ignore[arg-type]
-    present = [(i, path) for i, path in present if path.is_file()]
+    paths = files.dataset_images(job.dataset_id, [i["image_id"] for i in job.inputs])  # type: ignore[arg-type]
+    present = [(i, path) for i, path in zip(job.inputs, paths) if path.is_file()]
     items = [LabelledImage(path, i["label"], i["sha256"], i["filename"]) for i, path in present]
     config = TrainConfig(
         runtime=services.runtime,

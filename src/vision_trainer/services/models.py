@@ -147,10 +147,8 @@ def _stored_images(session: Any, services: Services, model: Model) -> dict[str, 
             *model.data.get("validation_image_ids", []),
             *model.data.get("test_image_ids", []),
         ]
-        return {
-            image.id: services.files.dataset_image(model.dataset_id, image.id)
-            for image in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=ids)
-        }
+        found = [image.id for image in datasets_repo.get_images(session, dataset_id=model.dataset_id, image_ids=ids)]
+        return dict(zip(found, services.files.dataset_images(model.dataset_id, found)))
     job = repo.get_job(session, job_id=model.job_id) if model.job_id else None
     if job is None or job.dataset_id is not None:
         return {}

@@ -252,12 +252,8 @@ def _items(services: Services, job: Job, reporter: _JobReporter) -> list[Labelle
     if job.dataset_id is None:
         job_dir = services.files.job_dir(job.id)
         return [LabelledImage(job_dir / i["file"], i["label"], i["sha256"], i.get("filename", "")) for i in job.inputs]
-    items = [
-        LabelledImage(
-            services.files.dataset_image(job.dataset_id, i["image_id"]), i["label"], i["sha256"], i.get("filename", "")
-        )
-        for i in job.inputs
-    ]
+    paths = services.files.dataset_images(job.dataset_id, [i["image_id"] for i in job.inputs])
+    items = [LabelledImage(path, i["label"], i["sha256"], i.get("filename", "")) for path, i in zip(paths, job.inputs)]
     present = [item for item in items if item.path.is_file()]
     if len(present) < len(items):
         reporter.log(
