@@ -33,6 +33,46 @@ def test_put_then_get_returns_the_vector_as_np_load_reads_it(tmp_path: Path) -> 
     assert cache.get(key("aug1.s0")) is None
 
 
+def test_an_entry_written_by_np_save_is_read_and_the_vector_is_writable(tmp_path: Path) -> None:
+    cache = FeatureFileCache(tmp_path, max_bytes=1 << 20)
+    vector = np.arange(7, dtype=np.float32)
+    cache.put(key(), np.zeros(7, dtype=np.float32))
+    np.save(cache.path(key()), vector)  # the same bytes np.save writes
+    value = cache.get(key())
+    assert np.array_equal(value, vector) and value.dtype == np.float32 and value.flags.writeable
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: b"", id="empty"),
+        pytest.param(lambda data: data[:-4], id="truncated"),
+        pytest.param(lambda data: data[:40], id="header cut"),
+        pytest.param(lambda data: data + b"\0\0\0\0", id="extended"),
+        pytest.param(lambda data: b"not a numpy file at all", id="foreign"),
+    ],
+)
+def test_a_damaged_entry_is_dropped_and_computed_again(tmp_path: Path, damage, caplog) -> None:
+    cache = FeatureFileCache(tmp_path, max_bytes=1 << 20)
+    cache.put(key(), np.ones(16, dtype=np.float32))
+    path = cache.path(key())
+    path.write_bytes(damage(path.read_bytes()))
+    assert cache.get(key()) is None
+    assert not path.exists() and "unreadable" in caplog.text
+    cache.put(key(), np.ones(16, dtype=np.float32))  # what the job does next
+    assert np.array_equal(cache.get(key()), np.ones(16, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "array", [np.ones(16, dtype=np.float64), np.ones((4, 4), dtype=np.float32)], ids=["float64", "2-D"]
+)
+def test_an_entry_of_another_dtype_or_shape_is_not_taken_for_a_vector(tmp_path: Path, array: np.ndarray) -> None:
+    cache = FeatureFileCache(tmp_path, max_bytes=1 << 20)
+    cache.put(key(), np.ones(16, dtype=np.float32))
+    np.save(cache.path(key()), array)
+    assert cache.get(key()) is None and not cache.path(key()).exists()
+
+
 def test_a_cleared_cache_fills_again_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     cache = FeatureFileCache(tmp_path, max_bytes=1 << 20)
     cache.put(key(), np.ones(8, dtype=np.float32))

@@ -36,8 +36,13 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 
 def _read(path: Path) -> np.ndarray:
-    """An entry's vector: one read and a header comparison for what ``put`` writes (``np.load`` parses the
-    header for every file, twice the time); anything else goes through ``np.load``."""
+    """An entry's vector, exactly as ``put`` writes it: one read and a header comparison (``np.load``
+    parsed the header of every file, twice the time).
+
+    Raises:
+        ValueError: anything else (empty, truncated, extended, another dtype or shape): ``get`` then
+            drops the file and the vector is computed again.
+    """
     with open(path, "rb", buffering=0) as file:
         data = file.read()
     if data[:8] == b"\x93NUMPY\x01\x00" and len(data) >= 10:
@@ -45,7 +50,7 @@ def _read(path: Path) -> np.ndarray:
         count, rest = divmod(len(data) - start, 4)
         if not rest and count > 0 and data[:start] == _npy_header((count,)):
             return np.frombuffer(data, dtype="<f4", offset=start).copy()
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    raise ValueError(f"not a float32 vector as the cache writes it ({len(data)} bytes)")
 
 
 class FeatureFileCache:
