@@ -167,8 +167,8 @@ class Normalizer:
     """uint8 image batch -> float, scaled to [0, 1] and normalized with the backbone's mean/std.
 
     Equal to ``ToTensor`` + ``Normalize`` per image (to float32 rounding, 5e-7), done once per batch as one
-    multiply and one add in place: ``(x / 255 - mean) / std`` written out took 8x as long (7 ms per batch
-    of 16 views, between the backbone's forward passes).
+    multiply and one add in place: ``(x / 255 - mean) / std`` written out took 8x as long (measured at
+    7 ms per batch of 16 views, between the backbone's forward passes).
     """
 
     def __init__(self, preprocessing: Mapping[str, Any]) -> None:

@@ -156,7 +156,7 @@ class CachedExtraction:
     draft_size: int
     normalize: Callable[[torch.Tensor], torch.Tensor]
     device: str
-    batch_size: int = 16
+    batch_size: int  # views per forward pass (whole images: 6 for 3 views of batch 8)
     num_workers: int = 0
     on_batch: Callable[[int], None] = lambda n: None
     should_stop: Callable[[], bool] = lambda: False

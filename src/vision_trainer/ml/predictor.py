@@ -97,8 +97,9 @@ class Predictor:
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax).
 
-        At most the extractor's ``batch_size`` images go through the backbone at once, as in training,
-        so a large batch request does not grow the runtime's working memory beyond what training uses.
+        At most the extractor's ``batch_size`` images go through the backbone at once (training passes
+        at most as many views), so a large batch request does not grow the runtime's working memory
+        beyond what training uses.
         """
         logits = []
         size = self.extractor.batch_size
