@@ -14,6 +14,7 @@ from vision_trainer.ml.checkpoint import build_head_checkpoint, full_checkpoint,
 from vision_trainer.ml.data import LabelledImage, eval_transform, stratified_split
 from vision_trainer.ml.errors import CheckpointError, TrainingCancelled
 from vision_trainer.ml.images import open_image
+from vision_trainer.ml.metrics import expected_calibration_error, softmax
 from vision_trainer.ml.predictor import Predictor
 from vision_trainer.ml.runtime import RuntimeOptions
 from vision_trainer.ml.training import TrainConfig, TrainingHooks, train_classifier
@@ -74,7 +75,6 @@ def test_only_the_head_is_trained_and_it_separates_colours(trained) -> None:
     # one plain and one augmented view per training image, one view per test image
     assert metrics["images_through_backbone"] == 2 * metrics["train_count"] + len(split.test)
     assert metrics["calibration"]["temperature"] == result.temperature > 0
-    assert 0 <= metrics["calibration"]["ece_after"] <= 1 and 0 <= metrics["calibration"]["ece_before"] <= 1
     wrong = sum(sum(row) for row in metrics["confusion_matrix"]) - sum(
         metrics["confusion_matrix"][i][i] for i in range(3)
     )
@@ -126,6 +126,15 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tmp_path: Pat
         plain = torch.softmax(model.eval()(batch), dim=1)
     restored = Predictor.from_checkpoint(checkpoint, runtime=RuntimeOptions("torch"))
     assert torch.allclose(plain, restored.probabilities(images), atol=1e-6)
+
+    # The report's calibration is that of these test predictions, before and after the temperature.
+    labels = [item.label for item in split.test]
+    with torch.inference_mode():
+        logits = model(batch).double().numpy()
+    calibration = result.metrics["calibration"]
+    assert calibration["ece_before"] == pytest.approx(expected_calibration_error(softmax(logits), labels), abs=1e-3)
+    after = expected_calibration_error(softmax(logits / result.temperature), labels)
+    assert calibration["ece_after"] == pytest.approx(after, abs=1e-3)
 
 
 def test_loading_a_non_checkpoint_fails_cleanly(tmp_path: Path) -> None:
