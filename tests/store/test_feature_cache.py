@@ -107,3 +107,11 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path, monkeypatch: p
     monkeypatch.undo()
     assert files_under(tmp_path) == [f"lite0-onnx-cpu/ab/{SHA}.plain.npy"]
     assert cache.get(key("aug1.s0")) is None
+
+
+def test_only_vectors_are_stored(tmp_path: Path) -> None:
+    cache = FeatureFileCache(tmp_path, max_bytes=1 << 20)
+    for array in (np.ones((4, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)):
+        with pytest.raises(ValueError, match="stores vectors"):
+            cache.put(key(), array)
+    assert files_under(tmp_path) == []

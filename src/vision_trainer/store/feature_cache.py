@@ -28,10 +28,10 @@ EVICT_TO = 0.9  # evict down to this fraction of the bound
 
 
 @functools.cache
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    """The ``.npy`` header of a float32 array of ``shape``, as ``np.save`` writes it."""
+def _npy_header(count: int) -> bytes:
+    """The ``.npy`` header of a float32 vector of ``count`` values, as ``np.save`` writes it."""
     buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": (count,)})
     return buffer.getvalue()
 
 
@@ -48,7 +48,7 @@ def _read(path: Path) -> np.ndarray:
     if data[:8] == b"\x93NUMPY\x01\x00" and len(data) >= 10:
         start = 10 + int.from_bytes(data[8:10], "little")
         count, rest = divmod(len(data) - start, 4)
-        if not rest and count > 0 and data[:start] == _npy_header((count,)):
+        if not rest and count > 0 and data[:start] == _npy_header(count):
             return np.frombuffer(data, dtype="<f4", offset=start).copy()
     raise ValueError(f"not a float32 vector as the cache writes it ({len(data)} bytes)")
 
@@ -87,6 +87,9 @@ class FeatureFileCache:
         return value
 
     def put(self, key: str, value: np.ndarray) -> None:
+        """Store a vector (1-D: what ``get`` reads back)."""
+        if value.ndim != 1 or not len(value):
+            raise ValueError(f"the feature cache stores vectors, not arrays of shape {value.shape}")
         path = self.path(key)
         try:
             try:
@@ -116,7 +119,7 @@ class FeatureFileCache:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                data = _npy_header(vector.shape) + vector.tobytes()
+                data = _npy_header(len(vector)) + vector.tobytes()
                 if os.write(fd, data) != len(data):
                     raise OSError(errno.ENOSPC, "short write")
             finally:
