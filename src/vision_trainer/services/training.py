@@ -54,6 +54,9 @@ class TrainingOptions(BaseModel):
     )
 
 
+TrainRequest = TrainingOptions  # the name the recipe refactor settles on
+
+
 def training_options(values: Mapping[str, Any]) -> TrainingOptions:
     """Check training options given as a mapping (the CLI's flags, a serialized job).
 
