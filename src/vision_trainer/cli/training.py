@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from .common import CommandError, emit, open_services
 from .folders import read_source
 from .follow import run_and_follow
+from .options import add_model_flags, model_values
 
 if TYPE_CHECKING:
     from ..services.context import Services
     from ..services.queue import JobQueue
-    from ..services.training import TrainingOptions
+    from ..services.training import TrainRequest
 
 SUMMARY_METRICS = (
     "test_accuracy",
@@ -29,21 +30,11 @@ SUMMARY_METRICS = (
 )
 
 
-def _options(args: argparse.Namespace) -> TrainingOptions:
+def _options(args: argparse.Namespace) -> TrainRequest:
     """The training options, checked by the service (``invalid_parameter``) before anything is read or stored."""
-    from ..services.training import training_options
+    from ..services.training import TrainRequest, training_options
 
-    return training_options(
-        {
-            "epochs": args.epochs,
-            "backbone": args.backbone,
-            "test_split": args.test_split,
-            "seed": args.seed,
-            "name": args.name,
-            "augment_views": args.augment_views,
-            "early_stopping": args.early_stopping or None,
-        }
-    )
+    return training_options(model_values(args, TrainRequest))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -62,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit(services: Services, queue: JobQueue, args: argparse.Namespace, options: TrainingOptions) -> dict[str, Any]:
+def _submit(services: Services, queue: JobQueue, args: argparse.Namespace, options: TrainRequest) -> dict[str, Any]:
     """Queue the job on ``--dataset``, or on a new dataset made of the folder; returns the job view."""
     from ..services import training
 
@@ -99,7 +90,10 @@ def _job_summary(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_command(commands: Any) -> None:
-    """``train``, on the top-level sub-parsers ``commands``."""
+    """``train``, on the top-level sub-parsers ``commands``: its own arguments, then one flag per field of
+    the training request."""
+    from ..services.training import TrainRequest
+
     train = commands.add_parser(
         "train",
         help="train on FOLDER/<class>/<images> (or an archive of class folders), or on --dataset ID, "
@@ -107,12 +101,6 @@ def add_command(commands: Any) -> None:
     )
     train.add_argument("folder", type=Path, nargs="?")
     train.add_argument("--dataset", help="train on this dataset's labelled photos as they are now")
-    train.add_argument("--epochs", type=int, help="default 5 (1..200)")
-    train.add_argument("--backbone", help="a backbone of GET / (default: resnet18, or its fallback)")
-    train.add_argument("--test-split", type=float, help="default 0.2 (0.05..0.5)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--name")
-    train.add_argument("--augment-views", type=int, help="default VT_AUGMENT_VIEWS (0..16)")
     train.add_argument("--skip-invalid", action="store_true", help="train on the usable images, list the rest")
-    train.add_argument("--early-stopping", action="store_true", help="stop when the validation loss stalls")
+    add_model_flags(train, TrainRequest)
     train.set_defaults(func=_train)
