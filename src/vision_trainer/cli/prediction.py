@@ -105,27 +105,30 @@ def _predict_chunk(
 def _accuracy(entries: Sequence[dict[str, Any]], class_names: Sequence[str]) -> dict[str, Any]:
     """Overall and per-class accuracy, and the confusion counts, over the files whose class is known
     (files that could not be read or decoded are left out and counted in ``errors``)."""
+    from ..ml.metrics import classification_report
+
     scored = [e for e in entries if "expected" in e and "error" not in e]
-    per_class: dict[str, dict[str, Any]] = {}
-    confusion: dict[str, dict[str, int]] = {}
-    for name in class_names:
-        mine = [e for e in scored if e["expected"] == name]
-        if not mine:
-            continue
-        correct = sum(e["prediction"] == name for e in mine)
-        per_class[name] = {"accuracy": round(correct / len(mine), 4), "correct": correct, "count": len(mine)}
-        confusion[name] = {}
-        for entry in mine:
-            confusion[name][entry["prediction"]] = confusion[name].get(entry["prediction"], 0) + 1
-    correct = sum(c["correct"] for c in per_class.values())
+    # An answer may be no class of the model ("unknown" under --min-confidence): it gets a column too.
+    names = list(dict.fromkeys([*class_names, *(e["prediction"] for e in scored)]))
+    index = {name: i for i, name in enumerate(names)}
+    report = classification_report(
+        [index[e["expected"]] for e in scored], [index[e["prediction"]] for e in scored], names
+    )
+    matrix = report["confusion_matrix"]
+    known = [(i, name) for i, name in enumerate(class_names) if report["per_class"][name]["support"]]
     return {
-        "overall": round(correct / len(scored), 4) if scored else None,
-        "correct": correct,
+        "overall": report["accuracy"] if scored else None,
+        "correct": sum(matrix[i][i] for i in range(len(names))),
         "count": len(scored),
         "errors": sum(1 for e in entries if "expected" in e and "error" in e),
-        "per_class": per_class,
-        "confusion": confusion,
+        "per_class": {name: _class_accuracy(report["per_class"][name], matrix[i][i]) for i, name in known},
+        "confusion": {name: {names[j]: n for j, n in enumerate(matrix[i]) if n} for i, name in known},
     }
+
+
+def _class_accuracy(scores: dict[str, Any], correct: int) -> dict[str, Any]:
+    """A class's accuracy is its recall: the share of its photos given its name."""
+    return {"accuracy": scores["recall"], "correct": correct, "count": scores["support"]}
 
 
 def add_command(commands: Any) -> None:
