@@ -164,8 +164,8 @@ def test_many_streams_on_one_job_receive_the_same_ordered_events_and_the_final_s
     assert [d["line"] for _, kind, d in reference if kind == "log"] == job["log"]
     # One shared subscription: new events were read once per notification, not once per stream; streams
     # joining together shared their replay reads.
-    assert 1 <= reads["_replay"] <= streams + 1
-    assert reads["_events_after"] <= len(reference) + 10
+    assert 1 <= reads["read_replay"] <= streams + 1
+    assert reads["read_events_after"] <= len(reference) + 10
     wait_until(lambda: live_server.hub.open_streams == 0, "every stream closed")
     assert live_server.hub.channels == {}
     assert live_server.metric("vision_trainer_event_streams") == 0
@@ -222,7 +222,7 @@ def slow_replays(hub: JobEventHub) -> None:
         return run
 
     async def read(fn: Callable[..., Any], *args: Any) -> Any:
-        return await original(slowed(fn) if fn.__name__ == "_replay" else fn, *args)
+        return await original(slowed(fn) if fn.__name__ == "read_replay" else fn, *args)
 
     hub.read = read  # type: ignore[method-assign]
 

@@ -60,7 +60,7 @@ class JobTableCollector(Collector):
 
 
 class EventStreamCollector(Collector):
-    """The live event streams of this API process (``services/events.py``)."""
+    """The live event streams of this API process (``services/events``)."""
 
     def __init__(self, hub: JobEventHub) -> None:
         self.hub = hub
