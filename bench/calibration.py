@@ -23,10 +23,11 @@ from common import DATASETS, class_folders, report
 from vision_trainer.jobs.inline import CallerRunsQueue
 from vision_trainer.ml.images import open_image
 from vision_trainer.ml.metrics import expected_calibration_error
-from vision_trainer.services import jobs, runner, training
+from vision_trainer.services import jobs, training
 from vision_trainer.services.context import Services
 from vision_trainer.services.prediction import load_predictor
 from vision_trainer.services.uploads import Upload
+from vision_trainer.services.work import runner
 from vision_trainer.settings import Settings
 
 
@@ -58,11 +59,11 @@ def unseen_scores(services: Services, model_id: str, unseen: dict[str, list[Path
 def run(name: str, train: dict[str, list[Path]], unseen: dict[str, list[Path]], work: Path) -> list[dict[str, Any]]:
     services = Services.create(Settings(_env_file=None, data_dir=work / name))  # type: ignore[call-arg]
     files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in train.values()]
-    options = training.TrainingOptions(epochs=10, backbone="efficientnet_lite0")
+    options = training.TrainRequest(epochs=10, backbone="efficientnet_lite0")
     job = training.submit_training(
         services, CallerRunsQueue(), training.TrainingRequest(labels=list(train), files=files, options=options)
     )
-    assert runner.run_training_job(services, job["job_id"]) == "succeeded"
+    assert runner.run_job(services, job["job_id"]) == "succeeded"
     for group in files:
         for upload in group:
             upload.stream.close()

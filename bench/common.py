@@ -89,8 +89,9 @@ def train_in_process(services: Any, classes: dict[str, list[Path]], options: Any
     """``POST /train``'s path without HTTP: store the photos, run the job to a saved model. The seconds
     from the request to the saved model, and the job; the job must succeed."""
     from vision_trainer.jobs.inline import CallerRunsQueue
-    from vision_trainer.services import jobs, runner, training
+    from vision_trainer.services import jobs, training
     from vision_trainer.services.uploads import Upload
+    from vision_trainer.services.work import runner
 
     files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in classes.values()]
     start = time.perf_counter()
@@ -98,7 +99,7 @@ def train_in_process(services: Any, classes: dict[str, list[Path]], options: Any
         job = training.submit_training(
             services, CallerRunsQueue(), training.TrainingRequest(labels=list(classes), files=files, options=options)
         )
-        status = runner.run_training_job(services, job["job_id"])
+        status = runner.run_job(services, job["job_id"])
         seconds = time.perf_counter() - start
     finally:
         for group in files:

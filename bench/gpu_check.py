@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATASETS, class_folders, report  # noqa: E402
 
 from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
-from vision_trainer.services import jobs, prediction, runner, training  # noqa: E402
+from vision_trainer.services import jobs, prediction, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402
+from vision_trainer.services.work import runner  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
 
 
@@ -35,10 +36,10 @@ def run(device: str, runtime: str, data_dir: Path, train: dict[str, list[Path]],
         services,
         CallerRunsQueue(),
         training.TrainingRequest(
-            labels=list(train), files=uploads, options=training.TrainingOptions(epochs=5, backbone="efficientnet_lite0")
+            labels=list(train), files=uploads, options=training.TrainRequest(epochs=5, backbone="efficientnet_lite0")
         ),
     )
-    status = runner.run_training_job(services, job["job_id"])
+    status = runner.run_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     job = jobs.get_job(services, job["job_id"])
     answers = [prediction.predict_image(services, p.read_bytes(), model_id=job["model_id"]) for p in val]

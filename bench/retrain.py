@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATASETS, REPO, class_folders, report, train_in_process  # noqa: E402
 
 from vision_trainer.jobs.inline import CallerRunsQueue  # noqa: E402
-from vision_trainer.services import datasets, jobs, runner, training  # noqa: E402
+from vision_trainer.services import datasets, jobs, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
 from vision_trainer.services.uploads import Upload  # noqa: E402
+from vision_trainer.services.work import runner  # noqa: E402
 from vision_trainer.settings import Settings  # noqa: E402
 
 V1_SCRIPT = """
@@ -52,7 +53,7 @@ def run(data_dir, classes):
     start = time.perf_counter()
     job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
         labels=list(classes), files=files, epochs=args["epochs"], backbone=args["backbone"]))
-    status = training.run_training_job(services, job["job_id"])
+    status = runner.run_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     job = training.get_job(services, job["job_id"])
     services.close()
@@ -72,15 +73,13 @@ def settings(data_dir: Path, cache: Path, views: int) -> Settings:
     return Settings(_env_file=None, data_dir=data_dir, cache_dir=cache, augment_views=views)  # type: ignore[call-arg]
 
 
-def first_train(
-    services: Services, classes: dict[str, list[Path]], options: training.TrainingOptions
-) -> dict[str, Any]:
+def first_train(services: Services, classes: dict[str, list[Path]], options: training.TrainRequest) -> dict[str, Any]:
     seconds, job = train_in_process(services, classes, options)
     return {"seconds": seconds, "job": job}
 
 
 def retrain(
-    services: Services, dataset_id: str, extra: dict[str, list[Path]], options: training.TrainingOptions
+    services: Services, dataset_id: str, extra: dict[str, list[Path]], options: training.TrainRequest
 ) -> dict[str, Any]:
     groups = [
         datasets.ImageGroup(label, [Upload(p.name, p.open("rb")) for p in paths]) for label, paths in extra.items()
@@ -90,7 +89,7 @@ def retrain(
     add_seconds = time.perf_counter() - start
     start = time.perf_counter()
     job = training.submit_dataset_training(services, CallerRunsQueue(), dataset_id, options)
-    status = runner.run_training_job(services, job["job_id"])
+    status = runner.run_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     assert status == "succeeded" and len(added["added"]) == sum(map(len, extra.values()))
     return {"seconds": seconds, "add_seconds": add_seconds, "job": jobs.get_job(services, job["job_id"])}
@@ -99,13 +98,13 @@ def retrain(
 def child_first_train(payload: dict[str, Any]) -> None:
     """``--child``: one first training of today's service in this fresh process (after a warm-up job)."""
     cache = Path(payload["cache"])
-    options = training.TrainingOptions(
+    options = training.TrainRequest(
         epochs=payload["epochs"], backbone=payload["backbone"], augment_views=payload["views"]
     )
     classes = {k: [Path(p) for p in v] for k, v in payload["classes"].items()}
     warmup = {k: [Path(p) for p in v] for k, v in payload["warmup"].items()}
     warm = Services.create(settings(Path(payload["warmup_dir"]), cache, payload["views"]))
-    first_train(warm, warmup, training.TrainingOptions(epochs=1, backbone=payload["backbone"], augment_views=0))
+    first_train(warm, warmup, training.TrainRequest(epochs=1, backbone=payload["backbone"], augment_views=0))
     warm.close()
     services = Services.create(settings(Path(payload["data_dir"]), cache, payload["views"]))
     result = first_train(services, classes, options)
@@ -187,7 +186,7 @@ def main() -> None:
     val_folders = class_folders(args.data.parent / "val") if (args.data.parent / "val").is_dir() else folders
     extra = {k: [p for p in val_folders[k] if p not in base[k]][: args.added_per_class] for k in folders}
     warmup = {k: v[-6:] for k, v in val_folders.items()}
-    options = training.TrainingOptions(epochs=args.epochs, backbone=args.backbone, augment_views=args.views)
+    options = training.TrainRequest(epochs=args.epochs, backbone=args.backbone, augment_views=args.views)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -216,7 +215,7 @@ def main() -> None:
         # Every first training's dataset is retrained (the same photos added to each), in this process after a
         # warm-up job of its own; the row is the median retrain.
         warm = Services.create(settings(work / "warmup", work / "first-cache", args.views))
-        first_train(warm, warmup, training.TrainingOptions(epochs=1, backbone=args.backbone, augment_views=0))
+        first_train(warm, warmup, training.TrainRequest(epochs=1, backbone=args.backbone, augment_views=0))
         warm.close()
         retrains = []
         for run in first_runs:

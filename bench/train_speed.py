@@ -43,7 +43,7 @@ def ours(
             _env_file=None, data_dir=data_dir, num_workers=workers, runtime=runtime, cache_dir=data_dir.parent / "cache"
         )
     )
-    options = training.TrainingOptions(epochs=epochs, backbone=backbone, augment_views=views)
+    options = training.TrainRequest(epochs=epochs, backbone=backbone, augment_views=views)
     seconds, finished = train_in_process(services, data, options)
     checkpoint = data_dir / "trained_model.pth"
     save_checkpoint(checkpoint, models.model_checkpoint(services, finished["model_id"]))

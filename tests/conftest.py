@@ -153,7 +153,7 @@ def submit_job(services: Any, *, per_class: int = 6, size: int = 64, views: int 
         [Upload(f"{i}.png", io.BytesIO(image_bytes(color, size=size, noise=20, seed=i))) for i in range(per_class)]
         for color in ((200, 30, 30), (30, 30, 200))
     ]
-    options = training.TrainingOptions(epochs=1, augment_views=views)
+    options = training.TrainRequest(epochs=1, augment_views=views)
     request = training.TrainingRequest(labels=["red", "blue"], files=uploads, options=options)
     return training.submit_training(services, CallerRunsQueue(), request)["job_id"]
 

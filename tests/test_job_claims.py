@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from vision_trainer.services import jobs, recovery, runner
+from vision_trainer.services import jobs
 from vision_trainer.services.context import Services
+from vision_trainer.services.work import recovery, runner
 from vision_trainer.store import repository as repo
 from vision_trainer.store.tables import Job, Model
 
@@ -81,7 +82,7 @@ def test_stale_job_is_requeued_then_failed_after_max_attempts(services) -> None:
     job = jobs.get_job(services, job_id)
     assert job["status"] == "failed" and job["attempts"] == 2
     assert "attempt 2 of 2 (VT_MAX_ATTEMPTS)" in job["error"]
-    assert runner.run_training_job(services, job_id) is None  # a finished job never runs again
+    assert runner.run_job(services, job_id) is None  # a finished job never runs again
 
 
 def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> None:
@@ -89,8 +90,8 @@ def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> No
     claim(services, job_id, "dead-host:1#a")
     age_heartbeat(services, job_id, 60)
     assert recovery.sweep_stale_jobs(services) == [job_id]
-    assert runner.run_training_job(services, job_id, worker="alive:2") == "succeeded"
-    assert runner.run_training_job(services, job_id, worker="alive:3") is None
+    assert runner.run_job(services, job_id, worker="alive:2") == "succeeded"
+    assert runner.run_job(services, job_id, worker="alive:3") is None
     job = jobs.get_job(services, job_id)
     assert job["attempts"] == 2 and job["worker"].startswith("alive:2#")
     assert len(models_of(services, job_id)) == 1
@@ -100,7 +101,7 @@ def test_a_requeued_job_runs_once_and_a_finished_one_never_again(services) -> No
 def test_a_worker_that_lost_its_claim_stops_and_saves_nothing(services) -> None:
     job_id = submit_job(services, per_class=30, size=160, views=4)
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("status", runner.run_training_job(services, job_id)))
+    thread = threading.Thread(target=lambda: result.setdefault("status", runner.run_job(services, job_id)))
     thread.start()
     job = wait_for_job(
         ServicesClient(services),
@@ -131,7 +132,7 @@ def test_a_cancelled_job_whose_worker_died_ends_cancelled(services) -> None:
 
 def test_heartbeat_is_stamped_while_a_job_runs(services) -> None:
     job_id = submit_job(services, per_class=30, size=160, views=4)
-    thread = threading.Thread(target=runner.run_training_job, args=(services, job_id))
+    thread = threading.Thread(target=runner.run_job, args=(services, job_id))
     thread.start()
     first = wait_for_job(ServicesClient(services), job_id, timeout=120, until=lambda j: j["heartbeat_at"] is not None)
     later = wait_for_job(

@@ -13,8 +13,9 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from vision_trainer.jobs.sweeper import Sweeper
-from vision_trainer.services import jobs, recovery, runner
+from vision_trainer.services import jobs
 from vision_trainer.services.context import Services
+from vision_trainer.services.work import outage, recovery, runner
 from vision_trainer.store import repository as repo
 from vision_trainer.store.tables import Job
 
@@ -84,7 +85,7 @@ def test_a_claim_without_a_process_names_none(claim) -> None:
 
 
 def test_writes_are_retried_while_the_database_is_away(services, monkeypatch) -> None:
-    monkeypatch.setattr(runner, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(outage, "RETRY_FIRST_S", 0.01)
     calls = []
 
     def flaky() -> str:
@@ -93,20 +94,20 @@ def test_writes_are_retried_while_the_database_is_away(services, monkeypatch) ->
             raise OperationalError("SELECT 1", {}, Exception("connection refused"))
         return "written"
 
-    assert runner.retry_on_outage(services, "test", flaky) == "written" and len(calls) == 4
+    assert outage.retry_on_outage(services, "test", flaky) == "written" and len(calls) == 4
 
     def broken() -> None:
         raise IntegrityError("INSERT", {}, Exception("duplicate key"))
 
     with pytest.raises(IntegrityError):  # a bug is not an outage: no retry
-        runner.retry_on_outage(services, "test", broken)
+        outage.retry_on_outage(services, "test", broken)
 
     def down() -> None:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     services.settings.database_retry_s = 0.2
     with pytest.raises(OperationalError):  # gives up after VT_DATABASE_RETRY_S
-        runner.retry_on_outage(services, "test", down)
+        outage.retry_on_outage(services, "test", down)
 
 
 def test_after_an_outage_the_sweep_waits_a_heartbeat_timeout_before_judging(services, monkeypatch) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from vision_trainer.ml.crossval import assign_folds, cross_validate
 from vision_trainer.ml.data import LabelledImage
+from vision_trainer.ml.recipe import Recipe
 
 
 def items(labels: list[int]) -> list[LabelledImage]:
@@ -35,13 +36,9 @@ def test_memorised_noise_is_not_predicted_out_of_fold() -> None:
         x,
         labels,
         items(labels.tolist()),
+        Recipe(epochs=60, lr=0.05, momentum=0.9, batch_size=32, seed=0),
         views=1,
         num_classes=2,
-        epochs=60,
-        lr=0.05,
-        momentum=0.9,
-        batch_size=32,
-        seed=0,
     )
     assert cv is not None and len(cv.fold_accuracies) == 5
     assert 0.3 < cv.mean < 0.7
@@ -50,13 +47,9 @@ def test_memorised_noise_is_not_predicted_out_of_fold() -> None:
         torch.cat([separable, x[:, :8]], 1),
         labels,
         items(labels.tolist()),
+        Recipe(epochs=20, lr=0.05, momentum=0.9, batch_size=32, seed=0),
         views=1,
         num_classes=2,
-        epochs=20,
-        lr=0.05,
-        momentum=0.9,
-        batch_size=32,
-        seed=0,
     )
     assert clean is not None and clean.mean > 0.95 and clean.logits.shape == (200, 2)
 
@@ -68,13 +61,9 @@ def test_too_small_classes_give_no_folds() -> None:
             x,
             torch.tensor([0, 0, 0, 0, 1]),
             items([0, 0, 0, 0, 1]),
+            Recipe(epochs=1, lr=0.01, momentum=0.9, batch_size=4, seed=0),
             views=1,
             num_classes=2,
-            epochs=1,
-            lr=0.01,
-            momentum=0.9,
-            batch_size=4,
-            seed=0,
         )
         is None
     )

@@ -10,8 +10,9 @@ from PIL import Image
 from torch import nn
 
 from vision_trainer.ml.predictor import Predictor
+from vision_trainer.ml.recipe import Recipe
 from vision_trainer.ml.sgd import LinearHeads, cross_entropy
-from vision_trainer.ml.training import TrainConfig, TrainingHooks, class_weights, fit_head
+from vision_trainer.ml.training import TrainingHooks, class_weights, fit_head
 
 
 def _data(rows: int = 90, features: int = 24, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +83,7 @@ def test_cross_entropy_matches_torch() -> None:
         )
 
 
-def _autograd_fit(head: nn.Linear, x, y, x_val, y_val, config: TrainConfig, class_weights) -> tuple[list[float], int]:
+def _autograd_fit(head: nn.Linear, x, y, x_val, y_val, config: Recipe, class_weights) -> tuple[list[float], int]:
     """fit_head as it was written with autograd and torch.optim.SGD, early stopping included."""
     optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum)
     criterion = nn.CrossEntropyLoss(weight=class_weights)
@@ -115,7 +116,7 @@ def test_fit_head_takes_the_steps_autograd_took_and_restores_the_best_epoch() ->
     x, y = _data(rows=120)
     x_val, y_val = _data(rows=40)
     y_val = y_val.roll(7)  # labels that disagree: the validation loss rises and training stops early
-    config = TrainConfig(epochs=30, lr=0.2, patience=2, early_stopping=True)
+    config = Recipe(epochs=30, lr=0.2, patience=2, early_stopping=True)
     weights = class_weights(y, 3) * torch.tensor([1.0, 2.0, 0.5])
     torch.manual_seed(0)
     expected_head = nn.Linear(x.shape[1], 3)

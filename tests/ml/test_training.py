@@ -16,11 +16,14 @@ from vision_trainer.ml.errors import CheckpointError, TrainingCancelled
 from vision_trainer.ml.images import open_image
 from vision_trainer.ml.metrics import expected_calibration_error, softmax
 from vision_trainer.ml.predictor import Predictor
+from vision_trainer.ml.recipe import Compute, Recipe
 from vision_trainer.ml.runtime import RuntimeOptions
-from vision_trainer.ml.training import TrainConfig, TrainingHooks, train_classifier
+from vision_trainer.ml.training import TrainingHooks, train_classifier
 
 LOG_LINE = re.compile(r"^Epoch (\d+)/(\d+) Loss: \d+\.\d{4} Train Acc: [01]\.\d{4} Test Acc: [01]\.\d{4}$")
 COLOURS = [(220, 40, 40), (40, 40, 220), (40, 200, 40)]
+
+RANDOM = Compute(pretrained=False)  # random weights: these tests need no download
 
 
 def colour_dataset(root: Path, per_class: int = 8) -> list[LabelledImage]:
@@ -40,9 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     lines: list[str] = []
     phases: list[str] = []
     # Random (not pretrained) features are large and unnormalized: the seed's small lr suits them.
-    config = TrainConfig(epochs=15, lr=0.001, augment_views=1, pretrained=False)
+    config = Recipe(epochs=15, lr=0.001, augment_views=1)
     hooks = TrainingHooks(progress=lambda phase, *_: phases.append(phase), log=lines.append)
-    result = train_classifier(resolve_backbone("resnet18"), split, ["red", "blue", "green"], config, hooks)
+    result = train_classifier(resolve_backbone("resnet18"), split, ["red", "blue", "green"], config, RANDOM, hooks)
     return result, lines, phases, split
 
 
@@ -160,7 +163,8 @@ def test_cancellation_stops_between_batches(tmp_path: Path) -> None:
             resolve_backbone("resnet18"),
             split,
             ["r", "b", "g"],
-            TrainConfig(epochs=3, augment_views=0, pretrained=False, batch_size=2),
+            Recipe(epochs=3, augment_views=0, batch_size=2),
+            RANDOM,
             TrainingHooks(should_stop=stop),
         )
 
@@ -176,17 +180,17 @@ def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss() -> None:
     head = torch.nn.Linear(8, 2)
     restored = copy.deepcopy(head)
     lines: list[str] = []
-    config = TrainConfig(epochs=30, patience=2, early_stopping=True)
+    config = Recipe(epochs=30, patience=2, early_stopping=True)
     history, best_epoch = fit_head(head, (x, y), (x, y), config, TrainingHooks(log=lines.append), validation=validation)
     assert best_epoch == 1 and len(history) == 3
     assert (
         lines[-1] == "Early stopping after epoch 3: the validation loss has not improved for 2 epochs; keeping epoch 1"
     )
-    fit_head(restored, (x, y), (x, y), TrainConfig(epochs=1), TrainingHooks())
+    fit_head(restored, (x, y), (x, y), Recipe(epochs=1), TrainingHooks())
     assert torch.allclose(head.weight, restored.weight)  # the kept head is epoch 1's
 
     plain = torch.nn.Linear(8, 2)
-    history, best_epoch = fit_head(plain, (x, y), (x, y), TrainConfig(epochs=4), TrainingHooks())
+    history, best_epoch = fit_head(plain, (x, y), (x, y), Recipe(epochs=4), TrainingHooks())
     assert len(history) == 4 and best_epoch == 4
 
 
@@ -215,7 +219,7 @@ def hashed_colour_dataset(root: Path, per_class: int = 4) -> list[LabelledImage]
 
 def test_computed_features_are_in_the_cache_when_training_returns_even_if_cancelled(tmp_path: Path) -> None:
     split = stratified_split(hashed_colour_dataset(tmp_path), test_fraction=0.25, seed=0)
-    config = TrainConfig(epochs=3, augment_views=1, pretrained=False, batch_size=2)
+    config = Recipe(epochs=3, augment_views=1, batch_size=2)
     cache = DictCache()
     training = []  # the head's epochs start once every feature is computed: cancel in the second
     hooks = TrainingHooks(
@@ -223,9 +227,9 @@ def test_computed_features_are_in_the_cache_when_training_returns_even_if_cancel
         should_stop=lambda: len(training) >= 1,
     )
     with pytest.raises(TrainingCancelled):
-        train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"], config, hooks, cache=cache)
+        train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"], config, RANDOM, hooks, cache=cache)
     assert len(cache.entries) == 2 * len(split.train) + len(split.test)
 
-    again = train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"], config, cache=cache)
+    again = train_classifier(resolve_backbone("resnet18"), split, ["r", "b", "g"], config, RANDOM, cache=cache)
     assert again.metrics["features_extracted"] == 0
     assert again.metrics["features_reused"] == 2 * len(split.train) + len(split.test)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..services.training import TrainingOptions
+from ..services.training import TrainRequest
 from .forms import unknown_fields_message
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -48,7 +48,7 @@ class DefaultModelSet(RequestBody):
     model_id: str = Field(description="The model /predict uses when a request names none.")
 
 
-class TrainOptions(TrainingOptions):
+class TrainOptions(TrainRequest):
     """The non-class fields of ``POST /train`` and ``POST /datasets/{id}/train``: the training options
     (checked by the service, so the CLI gets the same checks) and what only HTTP adds."""
 

@@ -20,7 +20,8 @@ from ..services.commits import watch_commits
 from ..services.context import Services
 from ..services.jobs import job_status
 from ..services.recovery import sweep_stale_jobs, waiting_jobs_without_images
-from ..services.runner import run_training_job, worker_name
+from ..services.work.claim import worker_name
+from ..services.work.runner import run_job
 from ..settings import Settings
 from .redis_events import RedisEventPublisher, RedisEventSubscriber
 from .sweeper import Sweeper
@@ -140,7 +141,7 @@ def run_worker(settings: Settings, *, concurrency: int) -> None:
 
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def train(job_id: str) -> str | None:
-        status = run_training_job(services, job_id, worker=me, interrupted=stopping.is_set)
+        status = run_job(services, job_id, worker=me, interrupted=stopping.is_set)
         if stopping.is_set() and job_status(services, job_id) == "queued":
             # Released by a graceful stop: its message is acknowledged with this return, so send a new one.
             publish(app, job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class CallerRunsQueue:
-    """Satisfies the services' ``JobQueue``; the submitter then calls ``run_training_job`` itself."""
+    """Satisfies the services' ``JobQueue``; the submitter then calls ``services.work.runner.run_job`` itself."""
 
     def enqueue(self, job_id: str) -> None:
         return None

@@ -7,8 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..services.context import Services
-from ..services.recovery import recover_dead_jobs, requeue_interrupted
-from ..services.runner import run_training_job
+from ..services.work.recovery import recover_dead_jobs, requeue_interrupted
+from ..services.work.runner import run_job
 from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class LocalJobQueue:
         if self._closed.is_set():
             return
         try:
-            run_training_job(self.services, job_id, interrupted=self._closed.is_set)
+            run_job(self.services, job_id, interrupted=self._closed.is_set)
         except Exception:  # never let one job kill the worker thread
             log.exception("job %s crashed the runner", job_id)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .data import LabelledImage, content_score
+from .recipe import Recipe
 from .sgd import LinearHeads
 
 
@@ -68,14 +69,10 @@ def cross_validate(
     x: torch.Tensor,
     labels: torch.Tensor,
     items: Sequence[LabelledImage],
+    recipe: Recipe,
     *,
     views: int,
     num_classes: int,
-    epochs: int,
-    lr: float,
-    momentum: float,
-    batch_size: int,
-    seed: int,
     class_weights: torch.Tensor | None = None,
     folds: int = 5,
 ) -> CrossValidation | None:
@@ -85,6 +82,7 @@ def cross_validate(
         x: ``[len(items) * views, F]`` features, the views of one image next to each other (plain first).
         labels: The label of every row of ``x``.
         items: The images, in the order of ``x``.
+        recipe: How every fold's head trains (epochs, lr, momentum, batch size, seed), as the final head.
 
     Returns:
         The out-of-fold predictions, or ``None`` when the smallest class has fewer than two images
@@ -95,18 +93,14 @@ def cross_validate(
     k = min(folds, smallest)
     if k < 2:
         return None
-    assignment = assign_folds(items, k, seed)
+    assignment = assign_folds(items, k, recipe.seed)
     weight, bias = _fit_heads(
         x,
         labels,
         torch.from_numpy(np.repeat(assignment, views)).to(x.device),
         k,
         num_classes,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        seed=seed,
+        recipe,
         class_weights=class_weights,
     )
     with torch.inference_mode():
@@ -125,25 +119,21 @@ def _fit_heads(
     row_fold: torch.Tensor,
     k: int,
     num_classes: int,
+    recipe: Recipe,
     *,
-    epochs: int,
-    lr: float,
-    momentum: float,
-    batch_size: int,
-    seed: int,
     class_weights: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` linear heads ``[k, C, F]``, ``[k, C]`` trained at once; head j's loss leaves out fold j's rows."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
     bound = 1 / math.sqrt(x.shape[1])  # nn.Linear's default initialisation
     weight = ((torch.rand(k, num_classes, x.shape[1], generator=generator) * 2 - 1) * bound).to(x.device)
     bias = ((torch.rand(k, num_classes, generator=generator) * 2 - 1) * bound).to(x.device)
-    sgd = LinearHeads(weight, bias, lr=lr, momentum=momentum)
+    sgd = LinearHeads(weight, bias, lr=recipe.lr, momentum=recipe.momentum)
     heads = torch.arange(k, device=x.device).view(k, 1)
-    for _ in range(epochs):
+    for _ in range(recipe.epochs):
         order = torch.randperm(len(y), generator=generator).to(x.device)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        for start in range(0, len(order), recipe.batch_size):
+            index = order[start : start + recipe.batch_size]
             keep = (row_fold[index].view(1, -1) != heads).float()
             if class_weights is not None:  # as CrossEntropyLoss(weight=...): a weighted mean
                 keep = keep * class_weights[y[index]].view(1, -1)

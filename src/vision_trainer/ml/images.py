@@ -14,6 +14,9 @@ from .errors import ImageTooLargeError, InvalidImageError, UnsupportedFormatErro
 # Pillow opens phones' MPO files (JPEG with extra frames) through its JPEG plugin, as their first frame.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 50_000_000
+# A photo is at most a panorama; 20000x10 is a bomb whose resize to a 256 short side is 512,000 px long.
+DEFAULT_MAX_ASPECT = 50.0
+_ROWS_PER_STEP = 256
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -32,24 +35,48 @@ def sniff_format(header: bytes) -> str | None:
     return next((fmt for magic, fmt in _SIGNATURES if header.startswith(magic)), None)
 
 
+class PixelBudget:
+    """Decoded pixels a request may still spend, over all its images; not thread-safe (one per request)."""
+
+    def __init__(self, pixels: int) -> None:
+        self.total = pixels
+        self.left = pixels
+
+    def spend(self, pixels: int) -> None:
+        """Raises ImageTooLargeError when ``pixels`` would pass what is left (nothing is spent then)."""
+        if pixels > self.left:
+            raise ImageTooLargeError(
+                f"decoding this image would pass the {self.total} pixels one request may decode; "
+                "send fewer or smaller images per request"
+            )
+        self.left -= pixels
+
+
 def open_image(
     source: bytes | Path,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_size: int | None = None,
+    max_aspect: float = DEFAULT_MAX_ASPECT,
+    budget: PixelBudget | None = None,
 ) -> Image.Image:
-    """Decode an image into an RGB ``PIL.Image``.
+    """Decode an image into an RGB ``PIL.Image``, no larger than what its user needs.
 
     Args:
         source: The encoded bytes, or a path to them.
         max_pixels: Refuse images with more pixels than this before decoding them.
-        draft_size: For JPEGs, let the decoder downscale by a power of two while both sides stay at
-            least this large (much faster for big photos whose output is resized anyway).
+        draft_size: The shorter side its user resizes to. JPEGs are decoded downscaled by a power of two
+            while both sides stay at least this large (much faster for big photos); any other image is
+            shrunk by a whole factor right after decoding, to a shorter side of at least this, so a large
+            decoded image is never held or converted at full size.
+        max_aspect: Refuse images whose long side is more than this times the short side (read from
+            the header, before decoding).
+        budget: Pixels the caller's request may still decode; the image's are spent before decoding.
 
     Raises:
         UnsupportedFormatError: the content is not one of ``ALLOWED_FORMATS``.
         ImageTooLargeError: more than ``max_pixels`` pixels.
-        InvalidImageError: corrupt or truncated data.
+        InvalidImageError: corrupt or truncated data, or too elongated.
     """
     data = source if isinstance(source, bytes) else source.read_bytes()
     stream = io.BytesIO(data)
@@ -70,15 +97,34 @@ def open_image(
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(f"image is {width}x{height}, more than {max_pixels} pixels")
+    if max(width, height) > max_aspect * max(min(width, height), 1):
+        raise InvalidImageError(
+            f"image is {width}x{height}: its long side is more than {max_aspect:g} times its short side"
+        )
     if draft_size and image.format in ("JPEG", "MPO"):
         image.draft("RGB", (draft_size, draft_size))
+    if budget is not None:
+        budget.spend(image.size[0] * image.size[1])  # after draft: what will really be decoded
     try:
         image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
+        decoded: Image.Image = shrink(image, draft_size) if draft_size else image
+        return to_rgb(ImageOps.exif_transpose(decoded))
     except MemoryError:
         raise
     except Exception as exc:  # e.g. TypeError from a TIFF with rational-typed size tags
         raise InvalidImageError(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+
+
+def shrink(image: Image.Image, min_side: int) -> Image.Image:
+    """Reduce by the largest whole factor that keeps the shorter side at least ``min_side`` (box filter,
+    as a JPEG's draft decode does); small images are returned as they are."""
+    factor = min(image.size) // max(min_side, 1)
+    if factor < 2:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode Pillow cannot reduce (e.g. some 16-bit ones): convert first, then reduce
+        return to_rgb(image).reduce(factor)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -86,10 +132,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / peak * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(_to_8bit(np.asarray(image), image.mode), mode="L").convert("RGB")
     if image.mode == "P" or image.mode == "PA":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "RGBa", "La"):
@@ -97,3 +140,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _to_8bit(array: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit or 32-bit gray to 8-bit, a band of rows at a time, so the float copy stays small."""
+    peak = 65535.0 if mode.startswith("I;16") or float(array.max(initial=0)) > 255 else 255.0
+    out = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], _ROWS_PER_STEP):
+        rows = array[start : start + _ROWS_PER_STEP].astype(np.float64)
+        out[start : start + _ROWS_PER_STEP] = np.clip(rows / peak * 255.0, 0, 255).astype(np.uint8)
+    return out

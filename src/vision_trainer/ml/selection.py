@@ -17,6 +17,7 @@ from torch import nn
 from .backbones import BackboneSpec, pretrained_backbone
 from .crossval import cross_validate
 from .data import LabelledImage
+from .recipe import Recipe
 
 TIE = 0.005
 
@@ -45,12 +46,7 @@ def select_backbone(
     train: Sequence[LabelledImage],
     num_classes: int,
     extract: Extract,
-    *,
-    epochs: int,
-    lr: float,
-    momentum: float,
-    batch_size: int,
-    seed: int,
+    recipe: Recipe,
 ) -> tuple[BackboneSpec, list[Candidate], str]:
     """Pick the backbone whose features classify the training photos best out of fold.
 
@@ -58,6 +54,7 @@ def select_backbone(
         specs: The candidates, cheapest first.
         train: The training photos (never the test split).
         extract: ``extract(spec, backbone, items) -> (features, labels)`` of the plain view, cached.
+        recipe: How the out-of-fold heads train.
 
     Returns:
         The chosen spec, every candidate's figures, and a sentence saying why.
@@ -67,18 +64,7 @@ def select_backbone(
         started = time.monotonic()
         backbone = pretrained_backbone(spec)
         x, y = extract(spec, backbone, train)
-        cv = cross_validate(
-            x,
-            y,
-            train,
-            views=1,
-            num_classes=num_classes,
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            batch_size=batch_size,
-            seed=seed,
-        )
+        cv = cross_validate(x, y, train, recipe, views=1, num_classes=num_classes)
         accuracy, std = (cv.mean, cv.std) if cv is not None else (0.0, 0.0)
         candidates.append(Candidate(spec.name, accuracy, std, time.monotonic() - started))
     best = max(c.cv_accuracy for c in candidates)

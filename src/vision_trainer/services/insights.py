@@ -8,18 +8,25 @@ import time
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from ..ml.backbones import pretrained_backbone, resolve_backbone
 from ..ml.data import LabelledImage, stable_split
+from ..ml.extraction import plain_features
+from ..ml.fit import single_threaded
+from ..ml.hooks import TrainingHooks
 from ..ml.images import open_image
 from ..ml.insights import Insights, analyze, class_balance, duplicate_kind, image_fingerprint
-from ..ml.training import TrainConfig, TrainingHooks, plain_features, single_threaded
+from ..ml.recipe import Compute, Recipe, recipe_field
 from ..store import datasets as datasets_repo
 from ..store import repository as repo
 from ..store.tables import Job
 from .context import Services
 from .errors import NotFound
 from .queue import JobQueue
+from .snapshot import dataset_snapshot
+from .submit import check_queue_room, queue_job
+from .training import TrainRequest
 from .views import iso
 
 # One fixed backbone for every analysis, so similarity scores mean the same on every dataset; it is the
@@ -30,46 +37,35 @@ RECOMMENDED_PER_CLASS = 20
 SHOWN = 200  # longest list kept per kind (the page shows the top ones first)
 
 
+class AnalyzeParams(BaseModel):
+    """What an analysis job row stores (and the runner reads back): the backbone whose features are
+    looked at, and the split whose sides near-duplicates are told apart by."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    backbone: str = INSIGHTS_BACKBONE
+    backbone_note: str = f"Analysis on {INSIGHTS_BACKBONE} features"
+    seed: int = recipe_field("seed")
+    test_split: float = TrainRequest.model_fields["test_split"].default
+
+
 def submit_analysis(services: Services, queue: JobQueue, dataset_id: str) -> dict[str, Any]:
     """Queue an analysis of the dataset's current version (a job like training; no model comes of it).
 
     Raises:
         NotFound: no such dataset.
+        TooManyRequests: ``VT_MAX_QUEUED_JOBS`` jobs already wait.
     """
-    from .training import queue_job  # the one place jobs are created and handed to the queue
-
-    with services.db.session() as session:
-        dataset = datasets_repo.get_dataset(session, dataset_id=dataset_id)
-        if dataset is None:
-            raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
-        images, _ = datasets_repo.list_images(session, dataset_id=dataset_id)
-        class_names = [n for n in dataset.class_names if any(i.label == n for i in images)]
-        version = dataset.version
-    index = {name: i for i, name in enumerate(class_names)}
-    inputs = [
-        {
-            "image_id": i.id,
-            "label": index[i.label] if i.label is not None else -1,
-            "sha256": i.content_hash,
-            "filename": i.filename,
-        }
-        for i in images
-    ]
-    params = {
-        "backbone": INSIGHTS_BACKBONE,
-        "backbone_note": f"Analysis on {INSIGHTS_BACKBONE} features",
-        "epochs": None,
-        "seed": 0,
-        "test_split": 0.2,
-    }
+    snapshot = dataset_snapshot(services, dataset_id, unlabelled=True)
+    check_queue_room(services)
     return queue_job(
         services,
         queue,
         dataset_id=dataset_id,
-        version=version,
-        class_names=class_names,
-        inputs=inputs,
-        params=params,
+        version=snapshot.version,
+        class_names=snapshot.class_names,
+        inputs=snapshot.inputs,
+        params=AnalyzeParams().model_dump(),
         kind="analyze",
     )
 
@@ -89,28 +85,25 @@ def get_insights(services: Services, dataset_id: str) -> dict[str, Any]:
         return {**dataset.insights, "current_version": dataset.version, "stale": stale}
 
 
-def run_analysis(services: Services, job: Job, hooks: TrainingHooks) -> dict[str, Any]:
+def run_analysis(
+    services: Services, job: Job, params: AnalyzeParams, compute: Compute, hooks: TrainingHooks
+) -> dict[str, Any]:
     """Compute the insights of a job's snapshot and store them on the dataset. Returns a summary."""
     started = time.monotonic()
-    spec = resolve_backbone(job.params["backbone"])
+    spec = resolve_backbone(params.backbone)
     files = services.files
     paths = files.dataset_images(job.dataset_id, [i["image_id"] for i in job.inputs])  # type: ignore[arg-type]
     present = [(i, path) for i, path in zip(job.inputs, paths) if path.is_file()]
     items = [LabelledImage(path, i["label"], i["sha256"], i["filename"]) for i, path in present]
-    config = TrainConfig(
-        runtime=services.runtime,
-        num_workers=services.settings.num_workers,
-        allow_download=services.settings.download_weights,
-    )
-    backbone = pretrained_backbone(spec, allow_download=config.allow_download)
-    x, _ = plain_features(spec, backbone, items, config, hooks, services.features)
+    backbone = pretrained_backbone(spec, allow_download=compute.allow_download)
+    x, _ = plain_features(spec, backbone, items, Recipe(seed=params.seed), compute, hooks, services.features)
     features = x.cpu().numpy()
     labels = np.array([item.label for item in items], dtype=np.int64)
     hooks.progress("evaluating", 0, 1, None)
     fingerprints = np.stack([_fingerprint(services, item) for item in items]) if items else None
     with single_threaded():  # small matrices: one torch thread is faster (0.8 s vs 2.5 s on 1,000 photos)
         found = analyze(features, labels, len(job.class_names), fingerprints=fingerprints)
-    insights = _view(job, present, items, found)
+    insights = _view(job, params, present, items, found)
     insights["seconds"] = round(time.monotonic() - started, 3)
     with services.db.session() as session:
         dataset = datasets_repo.get_dataset(session, dataset_id=job.dataset_id, for_update=True)  # type: ignore[arg-type]
@@ -142,7 +135,11 @@ def _fingerprint(services: Services, item: LabelledImage) -> np.ndarray:
 
 
 def _view(
-    job: Job, present: list[tuple[dict[str, Any], Any]], items: list[LabelledImage], found: Insights
+    job: Job,
+    params: AnalyzeParams,
+    present: list[tuple[dict[str, Any], Any]],
+    items: list[LabelledImage],
+    found: Insights,
 ) -> dict[str, Any]:
     names = job.class_names
     ids = [i["image_id"] for i, _ in present]
@@ -151,7 +148,7 @@ def _view(
         return names[index] if index >= 0 else None
 
     labelled = [item for item in items if item.label >= 0]
-    split = stable_split(labelled, test_fraction=job.params["test_split"], seed=job.params["seed"])
+    split = stable_split(labelled, test_fraction=params.test_split, seed=params.seed)
     in_test = {id(item) for item in split.test}
     counts = {name: int(sum(item.label == n for item in items)) for n, name in enumerate(names)}
     balance = class_balance(counts, recommended=RECOMMENDED_PER_CLASS)
@@ -175,7 +172,7 @@ def _view(
         "dataset_version": job.dataset_version,
         "analyzed_at": iso(repo.now()),
         "job_id": job.id,
-        "backbone": job.params["backbone"],
+        "backbone": params.backbone,
         "image_count": len(items),
         "suspect_labels": [
             {

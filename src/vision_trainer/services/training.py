@@ -7,33 +7,37 @@ on it like ``POST /datasets/{id}/train``.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..store import repository as repo
+from ..ml.recipe import ClassWeighting, Recipe, recipe_field
 from .backbones import AUTO, choose_backbone
 from .context import Services
-from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, incoming_size, training_snapshot
+from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, incoming_size
 from .datasets import add_images as add_dataset_images
-from .errors import InvalidRequest, TooManyRequests, Unavailable
+from .errors import InvalidRequest
 from .queue import JobQueue
+from .snapshot import training_snapshot
 from .storage import check_room
+from .submit import check_queue_room, queue_job
 from .uploads import Upload, check_labels
-from .views import job_view
 
 log = logging.getLogger(__name__)
 
 
-class TrainingOptions(BaseModel):
-    """How to train, checked the same way for the API, the CLI and the workers."""
+class TrainRequest(BaseModel):
+    """What a client asks of a training job, checked the same way for the API, the CLI and the workers.
+
+    The recipe's own fields are declared from ``ml.recipe.Recipe`` (bounds, defaults, descriptions), so
+    they are stated once; a field added here shows up in the API's forms, the CLI's flags and the page.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(5, ge=1, le=200, description="Training epochs of the new head.")
+    epochs: int = recipe_field("epochs")
     backbone: str | None = Field(
         None,
         max_length=64,
@@ -41,33 +45,53 @@ class TrainingOptions(BaseModel):
         "out of fold; default: see GET /.",
     )
     test_split: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of each class held out for testing.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the split, augmentation and head init.")
+    seed: int = recipe_field("seed")
     name: str | None = Field(None, max_length=200, description="Name of the resulting model.")
-    augment_views: int | None = Field(
-        None, ge=0, le=16, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
+    augment_views: int | None = recipe_field(
+        "augment_views", default=None, description="Augmented views per training image (default VT_AUGMENT_VIEWS)."
     )
-    early_stopping: bool = Field(
-        False, description="Stop when the validation fold's loss stops improving (3 epochs) and keep the best epoch."
-    )
-    class_weighting: Literal["none", "balanced"] = Field(
-        "none", description="balanced: every class weighs the same in the loss, however many photos it has."
-    )
+    early_stopping: bool = recipe_field("early_stopping")
+    class_weighting: ClassWeighting = recipe_field("class_weighting")
 
 
-TrainRequest = TrainingOptions  # the name the recipe refactor settles on
+class TrainParams(TrainRequest):
+    """What a training job row stores: the request as validated, with the server's choices filled in
+    (``augment_views``, the backbone and why), and what the upload skipped. The runner reads it back
+    with ``model_validate``; rows written by earlier versions lack some keys and get their defaults."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    backbone: str = Field(description="A backbone name, or auto until the job picks one.")
+    augment_views: int = recipe_field("augment_views")
+    backbone_requested: str | None = None
+    backbone_note: str = ""
+    skip_invalid: bool = False
+    skipped_files: list[dict[str, Any]] = Field(default_factory=list)
+    duplicates_removed: int = 0
+
+    def recipe(self) -> Recipe:
+        """The recipe the head trains with."""
+        return Recipe.model_validate(self.model_dump(include=set(Recipe.model_fields)))
 
 
-def training_options(values: Mapping[str, Any]) -> TrainingOptions:
+TrainingOptions = TrainRequest  # the request's earlier name, for code written against it
+
+
+def training_options(values: Mapping[str, Any]) -> TrainRequest:
     """Check training options given as a mapping (the CLI's flags, a serialized job).
 
     Raises:
         InvalidRequest: a value out of range or of the wrong type (``invalid_parameter``).
     """
     try:
-        return TrainingOptions.model_validate({k: v for k, v in values.items() if v is not None})
+        return TrainRequest.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequest(details, code="invalid_parameter") from None
+        raise InvalidRequest(validation_details(exc), code="invalid_parameter") from None
+
+
+def validation_details(exc: ValidationError) -> str:
+    """A pydantic error as one sentence per field."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
 
 
 @dataclass(frozen=True)
@@ -76,7 +100,7 @@ class TrainingRequest:
 
     labels: Sequence[str] = ()
     files: Sequence[Sequence[Upload]] = ()
-    options: TrainingOptions = field(default_factory=TrainingOptions)
+    options: TrainRequest = field(default_factory=TrainRequest)
     archive: Upload | None = None
     skip_invalid: bool = False
     declared_bytes: int | None = None  # the request's size (Content-Length); None: the uploads' own sizes
@@ -86,7 +110,7 @@ def submit_dataset_training(
     services: Services,
     queue: JobQueue,
     dataset_id: str,
-    options: TrainingOptions,
+    options: TrainRequest,
     *,
     extra_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -104,22 +128,19 @@ def submit_dataset_training(
     options = training_options(options.model_dump())
     choice = choose_backbone(services.settings, options.backbone)
     snapshot = training_snapshot(services, dataset_id, max_classes=services.settings.max_classes)
-    _check_queue_room(services)
-    params = {
-        "epochs": options.epochs,
-        "backbone": AUTO if choice.requested == AUTO else choice.spec.name,
-        "backbone_requested": choice.requested,
-        "backbone_note": choice.note,
-        "test_split": options.test_split,
-        "seed": options.seed,
-        "name": options.name,
-        "augment_views": services.settings.augment_views if options.augment_views is None else options.augment_views,
-        "early_stopping": options.early_stopping,
-        "class_weighting": options.class_weighting,
-        "skip_invalid": False,
-        "skipped_files": [],
-        **(extra_params or {}),
-    }
+    check_queue_room(services)
+    params = TrainParams.model_validate(
+        {
+            **options.model_dump(),
+            "backbone": AUTO if choice.requested == AUTO else choice.spec.name,
+            "backbone_requested": choice.requested,
+            "backbone_note": choice.note,
+            "augment_views": services.settings.augment_views
+            if options.augment_views is None
+            else options.augment_views,
+            **(extra_params or {}),
+        }
+    )
     return queue_job(
         services,
         queue,
@@ -127,52 +148,9 @@ def submit_dataset_training(
         version=snapshot.version,
         class_names=snapshot.class_names,
         inputs=snapshot.inputs,
-        params=params,
+        params=params.model_dump(),
+        kind="train",
     )
-
-
-def queue_job(
-    services: Services,
-    queue: JobQueue,
-    *,
-    dataset_id: str,
-    version: int,
-    class_names: list[str],
-    inputs: list[dict[str, Any]],
-    params: dict[str, Any],
-    kind: str = "train",
-) -> dict[str, Any]:
-    """Commit a queued job on a dataset's snapshot, then hand its id to the queue (the job is taken back
-    if the queue cannot be reached: 503 ``queue_unavailable``). Returns the job view."""
-    job_id = uuid.uuid4().hex
-    with services.db.session() as session:
-        job = repo.create_job(
-            session,
-            job_id=job_id,
-            params=params,
-            class_names=class_names,
-            inputs=inputs,
-            dataset_id=dataset_id,
-            dataset_version=version,
-            kind=kind,
-        )
-        view = job_view(job, [])
-    try:
-        queue.enqueue(job_id)
-    except Exception as exc:
-        # Nobody would ever run it: take the job back so the client can retry with nothing half-made.
-        log.error("could not enqueue job %s: %s", job_id, exc)
-        with services.db.session() as session:
-            withdrawn = repo.set_job_status(session, job_id=job_id, expected=["queued"], status="queued")
-            if withdrawn:
-                repo.delete_job(session, job_id=job_id)
-        if not withdrawn:  # the message went out after all and a worker has the job
-            return view
-        raise Unavailable(
-            f"the job queue cannot be reached ({type(exc).__name__}); the job was not created, retry later",
-            code="queue_unavailable",
-        ) from None
-    return view
 
 
 def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
@@ -192,7 +170,7 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
     options = training_options(request.options.model_dump())
     groups = _class_groups(request, settings.max_classes)
     choose_backbone(settings, options.backbone)  # an unknown backbone is refused before anything is stored
-    _check_queue_room(services)
+    check_queue_room(services)
     check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads], request.archive))
     name = options.name or (" vs ".join(g.label or "" for g in groups)[:200] if groups else "uploaded archive")
     dataset = create_dataset(services, name)
@@ -240,13 +218,3 @@ def _class_groups(request: TrainingRequest, max_classes: int) -> list[ImageGroup
                 code="too_few_images",
             )
     return [ImageGroup(label, uploads, f"files{n}") for n, (label, uploads) in enumerate(zip(labels, request.files), 1)]
-
-
-def _check_queue_room(services: Services) -> None:
-    with services.db.session() as session:
-        queued = repo.count_jobs(session, statuses=["queued"])
-    if queued >= services.settings.max_queued_jobs:
-        raise TooManyRequests(
-            f"{queued} jobs are already waiting (VT_MAX_QUEUED_JOBS); retry when some have run",
-            code="queue_full",
-        )

@@ -220,7 +220,7 @@ async def train_dataset(dataset_id: str, request: Request, services: ServicesDep
         services,
         queue,
         dataset_id,
-        training.TrainingOptions(**options.model_dump(exclude={"wait", "skip_invalid"})),
+        training.TrainRequest(**options.model_dump(exclude={"wait", "skip_invalid"})),
     )
     return await job_answer(services, job, wait=options.wait)
 

@@ -18,6 +18,7 @@ from ...services import training
 from ...services.context import Services
 from ...services.errors import InvalidRequest
 from ...services.uploads import Upload
+from ...services.work.runner import final_message, queued_message
 from ..deps import QueueDep, ServicesDep, SettingsDep
 from ..forms import FILES_PROP, check_train_fields, multipart_form
 from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
@@ -96,20 +97,6 @@ def parse_options(form: FormData) -> TrainOptions:
         raise RequestValidationError(exc.errors()) from None
 
 
-def _final_message(job: dict[str, Any]) -> str:
-    if job["status"] == "succeeded" and job.get("kind") == "analyze":
-        found = job["metrics"]
-        return (
-            f"Analysis finished: {found['suspects']} suspect label(s), {found['near_duplicates']} near-duplicate "
-            f"group(s), {found['outliers']} outlier(s); GET /datasets/{job['dataset_id']}/insights"
-        )
-    if job["status"] == "succeeded":
-        return f"Training succeeded: test accuracy {job['metrics']['test_accuracy']:.4f}"
-    if job["status"] == "failed":
-        return f"Training failed: {job['error']}"
-    return "Training was cancelled"
-
-
 @router.post(
     "/train",
     status_code=202,
@@ -145,7 +132,7 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
             training.TrainingRequest(
                 labels=labels,
                 files=files,
-                options=training.TrainingOptions(**options.model_dump(exclude={"wait", "skip_invalid"})),
+                options=training.TrainRequest(**options.model_dump(exclude={"wait", "skip_invalid"})),
                 archive=archive,
                 skip_invalid=options.skip_invalid,
                 declared_bytes=declared,
@@ -160,8 +147,7 @@ async def job_answer(services: Services, job: dict[str, Any], *, wait: bool) -> 
     if not wait:
         return JSONResponse(
             {
-                "message": f"{'Analysis' if job.get('kind') == 'analyze' else 'Training'} job queued; follow it at "
-                f"/jobs/{job_id}",
+                "message": queued_message(job),
                 "job_id": job_id,
                 "status": job["status"],
                 "status_url": f"/jobs/{job_id}",
@@ -173,4 +159,4 @@ async def job_answer(services: Services, job: dict[str, Any], *, wait: bool) -> 
     while job["status"] not in job_service.FINAL_STATUSES:
         await asyncio.sleep(WAIT_POLL_S)
         job = await run_in_threadpool(job_service.get_job, services, job_id)
-    return JSONResponse({**job, "message": _final_message(job)}, status_code=200)
+    return JSONResponse({**job, "message": final_message(job)}, status_code=200)

@@ -8,10 +8,11 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from ..store import repository as repo
-from ..store.tables import Job
-from .context import Services
-from .runner import finish, release
+from ...store import repository as repo
+from ...store.tables import Job
+from ..context import Services
+from ..kinds import KINDS
+from .ending import finish, release
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,20 @@ def sweep_stale_jobs(services: Services) -> list[str]:
 
 
 def waiting_jobs_without_images(services: Services) -> list[str]:
-    """Queued or running jobs whose photos are not in this process's data dir (their dataset's folder, or
-    a v1 job's upload folder): a worker that sees any is not looking at the API's data dir."""
+    """Queued or running jobs whose inputs (the folder their kind reads) are not in this process's data
+    dir: a worker that sees any is not looking at the API's data dir."""
     with services.db.session() as session:
-        waiting = [
-            (job.id, job.dataset_id) for job in repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))
-        ]
-    files = services.files
-    return [
-        f"datasets/{dataset_id}" if dataset_id else f"jobs/{job_id}"
-        for job_id, dataset_id in waiting
-        if not (files.dataset_dir(dataset_id) if dataset_id else files.job_dir(job_id)).is_dir()
-    ]
+        waiting = repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))
+        folders = [KINDS.resolve_kind(job.kind).inputs_dir(services, job) for job in waiting]
+    root = services.files.root
+    return [str(_relative(folder, root)) for folder in folders if folder is not None and not folder.is_dir()]
+
+
+def _relative(folder: Path, root: Path) -> Path:
+    try:
+        return folder.relative_to(root)
+    except ValueError:
+        return folder
 
 
 def claim_holder(claim: str | None) -> tuple[str, int] | None:

@@ -1,0 +1,120 @@
+"""Features of a job's photos through the frozen backbone and the feature cache.
+
+The backbone is frozen, so its features are computed once per image and view (and, with a cache,
+taken from there when an earlier job computed them); the names here say which weights and runtime
+gave them, so a cached vector is only reused for the same pixels through the same network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .backbones import BackboneSpec
+from .data import LabelledImage, Normalizer, augment_view, plain_view
+from .features import CachedExtraction, FeatureCache, ViewSet
+from .hooks import TrainingHooks
+from .recipe import Compute, Recipe
+from .runtime import FeatureExtractor, RuntimeOptions, build_extractor, frozen_module_hash
+
+Features = tuple[torch.Tensor, torch.Tensor]
+
+
+def backbone_fingerprint(spec: BackboneSpec, backbone: nn.Module) -> str:
+    """Names a backbone's weights: its name and a hash of its tensors (computed once per module)."""
+    return f"{spec.name}-{frozen_module_hash(backbone)[:16]}"
+
+
+def features_fingerprint(weights: str, runtime: RuntimeOptions) -> str:
+    """Names the features a backbone gives: its weights and where it runs (ONNX Runtime, PyTorch on the
+    CPU or on CUDA give features that differ in the last digits)."""
+    return f"{weights}-{runtime.kind}-{runtime.device.split(':')[0]}"
+
+
+def cached_extraction(
+    spec: BackboneSpec,
+    backbone: nn.Module,
+    fingerprint: str,
+    compute: Compute,
+    hooks: TrainingHooks,
+    cache: FeatureCache | None,
+) -> CachedExtraction:
+    """An extraction that takes what ``cache`` holds and builds the runtime's extractor only when some
+    feature is missing."""
+    extractor: list[FeatureExtractor] = []
+
+    def build() -> FeatureExtractor:
+        if not extractor:
+            extractor.append(
+                build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=compute.runtime)
+            )
+        return extractor[0]
+
+    return CachedExtraction(
+        cache=cache,
+        fingerprint=fingerprint,
+        extractor=build,
+        draft_size=spec.resize_size,
+        normalize=Normalizer(spec.preprocessing()),
+        device=compute.runtime.device,
+        batch_size=compute.extract_batch_size or compute.runtime.batch_size,
+        num_workers=compute.num_workers,
+        should_stop=hooks.should_stop,
+    )
+
+
+def _count_progress(extraction: CachedExtraction, total: int, hooks: TrainingHooks) -> None:
+    """Progress counts the views that go through the backbone (cached ones cost nothing)."""
+    done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        hooks.progress("extracting", done, total, None)
+
+    extraction.on_batch = on_batch
+
+
+def plain_features(
+    spec: BackboneSpec,
+    backbone: nn.Module,
+    items: Sequence[LabelledImage],
+    recipe: Recipe,
+    compute: Compute,
+    hooks: TrainingHooks = TrainingHooks(),
+    cache: FeatureCache | None = None,
+) -> Features:
+    """Plain-view (resize + centre crop) features of ``items`` through the cache: ``([N, F], [N] labels)``."""
+    fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), compute.runtime)
+    extraction = cached_extraction(spec, backbone, fingerprint, compute, hooks, cache)
+    prep = spec.preprocessing()
+    views = ViewSet(plain_view(prep), augment_view(prep), 0, recipe.seed)
+    _count_progress(extraction, extraction.missing(items, views), hooks)
+    try:
+        return extraction.features(items, views)
+    finally:
+        extraction.flush()
+
+
+def split_features(
+    extraction: CachedExtraction,
+    spec: BackboneSpec,
+    item_sets: Sequence[Sequence[LabelledImage]],
+    recipe: Recipe,
+    hooks: TrainingHooks,
+) -> tuple[Features, Features, Features]:
+    """Features of the fit set (plain + ``recipe.augment_views`` augmented views), then the validation
+    and test sets (plain view only)."""
+    fit_items, val_items, test_items = item_sets
+    prep = spec.preprocessing()
+    fit_views = ViewSet(plain_view(prep), augment_view(prep), recipe.augment_views, recipe.seed)
+    plain = ViewSet(plain_view(prep), augment_view(prep), 0, recipe.seed)
+    total = extraction.missing(fit_items, fit_views) + extraction.missing([*val_items, *test_items], plain)
+    _count_progress(extraction, total, hooks)
+    return (
+        extraction.features(fit_items, fit_views),
+        extraction.features(val_items, plain),
+        extraction.features(test_items, plain),
+    )

@@ -1,0 +1,77 @@
+"""Creating a job: commit it queued on a dataset's snapshot, then hand its id to the queue.
+
+Every kind of job is created here, so the queue's bound and the dataset's existence are checked once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from ..store import datasets as datasets_repo
+from ..store import repository as repo
+from .context import Services
+from .errors import NotFound, TooManyRequests, Unavailable
+from .queue import JobQueue
+from .views import job_view
+
+log = logging.getLogger(__name__)
+
+
+def queue_job(
+    services: Services,
+    queue: JobQueue,
+    *,
+    dataset_id: str,
+    version: int,
+    class_names: list[str],
+    inputs: list[dict[str, Any]],
+    params: dict[str, Any],
+    kind: str,
+) -> dict[str, Any]:
+    """Commit a queued job on a dataset's snapshot, then hand its id to the queue (the job is taken back
+    if the queue cannot be reached: 503 ``queue_unavailable``). Returns the job view."""
+    job_id = uuid.uuid4().hex
+    with services.db.session() as session:
+        # The dataset is locked while the job is written: a delete either went first (404) or waits.
+        if datasets_repo.get_dataset(session, dataset_id=dataset_id, for_update=True) is None:
+            raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
+        job = repo.create_job(
+            session,
+            job_id=job_id,
+            params=params,
+            class_names=class_names,
+            inputs=inputs,
+            dataset_id=dataset_id,
+            dataset_version=version,
+            kind=kind,
+        )
+        view = job_view(job, [])
+    try:
+        queue.enqueue(job_id)
+    except Exception as exc:
+        # Nobody would ever run it: take the job back so the client can retry with nothing half-made.
+        log.error("could not enqueue job %s: %s", job_id, exc)
+        with services.db.session() as session:
+            withdrawn = repo.set_job_status(session, job_id=job_id, expected=["queued"], status="queued")
+            if withdrawn:
+                repo.delete_job(session, job_id=job_id)
+        if not withdrawn:  # the message went out after all and a worker has the job
+            return view
+        raise Unavailable(
+            f"the job queue cannot be reached ({type(exc).__name__}); the job was not created, retry later",
+            code="queue_unavailable",
+        ) from None
+    return view
+
+
+def check_queue_room(services: Services) -> None:
+    """Refuse a new job while ``VT_MAX_QUEUED_JOBS`` jobs wait (trainings and analyses alike)."""
+    with services.db.session() as session:
+        queued = repo.count_jobs(session, statuses=["queued"])
+    if queued >= services.settings.max_queued_jobs:
+        raise TooManyRequests(
+            f"{queued} jobs are already waiting (VT_MAX_QUEUED_JOBS); retry when some have run",
+            code="queue_full",
+        )
