@@ -22,9 +22,9 @@ PROGRESS_UNITS = {"extracting": "img", "training": "epoch"}
 
 def run_job(services: Services, job_id: str) -> None:
     """Run the queued job to its end in this thread: the one place the command line names the job runner."""
-    from ..services.runner import run_training_job
+    from ..services.work.runner import run_job
 
-    run_training_job(services, job_id)
+    run_job(services, job_id)
 
 
 def run_and_follow(services: Services, job_id: str) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def submit_analysis(services: Services, queue: JobQueue, dataset_id: str) -> dic
         version=snapshot.version,
         class_names=snapshot.class_names,
         inputs=snapshot.inputs,
-        params=AnalyzeParams().model_dump(),
+        params=AnalyzeParams(),
         kind="analyze",
     )
 

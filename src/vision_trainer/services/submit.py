@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
+
+from pydantic import BaseModel
 
 from ..store import datasets as datasets_repo
 from ..store import repository as repo
@@ -23,26 +26,39 @@ def queue_job(
     services: Services,
     queue: JobQueue,
     *,
-    dataset_id: str,
-    version: int,
-    class_names: list[str],
-    inputs: list[dict[str, Any]],
-    params: dict[str, Any],
     kind: str,
+    params: BaseModel,
+    dataset_id: str | None = None,
+    version: int | None = None,
+    class_names: Sequence[str] = (),
+    inputs: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Commit a queued job on a dataset's snapshot, then hand its id to the queue (the job is taken back
-    if the queue cannot be reached: 503 ``queue_unavailable``). Returns the job view."""
+    """Commit a queued job of ``kind`` (on a dataset's snapshot, when it works on one), then hand its id
+    to the queue (the job is taken back if the queue cannot be reached: 503 ``queue_unavailable``).
+
+    ``params`` is the kind's params model, validated; the row stores its ``model_dump()``.
+
+    Returns:
+        The job view.
+
+    Raises:
+        NotFound: the dataset was deleted meanwhile.
+        Unavailable: the queue cannot be reached.
+    """
     job_id = uuid.uuid4().hex
     with services.db.session() as session:
         # The dataset is locked while the job is written: a delete either went first (404) or waits.
-        if datasets_repo.get_dataset(session, dataset_id=dataset_id, for_update=True) is None:
+        if (
+            dataset_id is not None
+            and datasets_repo.get_dataset(session, dataset_id=dataset_id, for_update=True) is None
+        ):
             raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
         job = repo.create_job(
             session,
             job_id=job_id,
-            params=params,
-            class_names=class_names,
-            inputs=inputs,
+            params=params.model_dump(mode="json"),
+            class_names=list(class_names),
+            inputs=list(inputs),
             dataset_id=dataset_id,
             dataset_version=version,
             kind=kind,

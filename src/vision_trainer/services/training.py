@@ -148,7 +148,7 @@ def submit_dataset_training(
         version=snapshot.version,
         class_names=snapshot.class_names,
         inputs=snapshot.inputs,
-        params=params.model_dump(),
+        params=params,
         kind="train",
     )
 

@@ -118,18 +118,22 @@ class KindRegistry:
     def list_kinds(self) -> list[str]:
         return sorted(self._kinds)
 
+    def find_kind(self, name: str | None) -> JobKind[Any] | None:
+        """The kind called ``name``, or None (rows written before kinds had names are training jobs)."""
+        return self._kinds.get(name or "train")
+
     def resolve_kind(self, name: str | None) -> JobKind[Any]:
         """The kind called ``name`` (rows written before kinds had names are training jobs).
 
         Raises:
             InvalidRequest: no such kind (``unknown_job_kind``), naming the known ones.
         """
-        try:
-            return self._kinds[name or "train"]
-        except KeyError:
+        kind = self.find_kind(name)
+        if kind is None:
             raise InvalidRequest(
                 f"unknown job kind {name!r}; known: {', '.join(self.list_kinds())}", code="unknown_job_kind"
-            ) from None
+            )
+        return kind
 
     def __iter__(self) -> Iterator[JobKind[Any]]:
         return iter(self._kinds.values())

@@ -63,7 +63,8 @@ def waiting_jobs_without_images(services: Services) -> list[str]:
     dir: a worker that sees any is not looking at the API's data dir."""
     with services.db.session() as session:
         waiting = repo.jobs_with_status(session, statuses=list(repo.ACTIVE_STATUSES))
-        folders = [KINDS.resolve_kind(job.kind).inputs_dir(services, job) for job in waiting]
+        kinds = [(job, KINDS.find_kind(job.kind)) for job in waiting]
+        folders = [kind.inputs_dir(services, job) for job, kind in kinds if kind is not None]
     root = services.files.root
     return [str(_relative(folder, root)) for folder in folders if folder is not None and not folder.is_dir()]
 
