@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from vision_trainer.api.app import create_app
+from vision_trainer.services import caches
 from vision_trainer.services import datasets as dataset_service
 from vision_trainer.services import storage as storage_service
 from vision_trainer.services.errors import InsufficientStorage
@@ -264,8 +265,8 @@ def test_a_stale_measurement_is_answered_while_a_new_one_runs(monkeypatch: pytes
     import threading
     import time
 
-    monkeypatch.setattr(storage_service, "CACHE_S", 0.0)
-    cache = storage_service.UsageCache()
+    monkeypatch.setattr(caches, "CACHE_S", 0.0)
+    cache = caches.UsageCache()
     walking, release = threading.Event(), threading.Event()
     walks: list[int] = []
 
@@ -296,8 +297,8 @@ def test_an_upload_is_checked_against_fresh_figures(monkeypatch: pytest.MonkeyPa
     """GET / may answer figures a few seconds old; the VT_MAX_DATA_MB check before an upload may not."""
     import time
 
-    monkeypatch.setattr(storage_service, "CACHE_S", 0.05)
-    cache = storage_service.UsageCache()
+    monkeypatch.setattr(caches, "CACHE_S", 0.05)
+    cache = caches.UsageCache()
     assert cache.get(lambda: {"total_bytes": 1}) == {"total_bytes": 1}
     time.sleep(0.1)
     assert cache.get(lambda: {"total_bytes": 2}, fresh=True) == {"total_bytes": 2}

@@ -9,8 +9,7 @@ from ..settings import Settings
 from ..store.db import Database
 from ..store.feature_cache import FeatureFileCache
 from ..store.files import DataDir
-from .prediction import PredictorCache
-from .storage import UsageCache
+from .caches import PredictorCache, UsageCache
 
 
 @dataclass

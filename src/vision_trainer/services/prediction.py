@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..ml.checkpoint import load_checkpoint, load_head_checkpoint
@@ -13,53 +10,13 @@ from ..ml.images import open_image
 from ..ml.predictor import Predictor
 from ..store import repository as repo
 from .errors import Conflict, NotFound
+from .models import shared_backbone
 from .uploads import RESERVED_LABEL as UNKNOWN_LABEL
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from .context import Services
-
-
-class PredictorCache:
-    """At most ``size`` loaded models, least recently used dropped first. Thread-safe; a model is
-    loaded once even when many requests for it arrive together."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, Predictor] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
-
-    def get(self, key: str, load: Callable[[], Predictor]) -> Predictor:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            predictor = load()
-            with self._lock:
-                self._items[key] = predictor
-                self._items.move_to_end(key)
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
-                self._loading.pop(key, None)
-            return predictor
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def resolve_model_id(services: Services, model_id: str | None) -> str:
@@ -87,8 +44,6 @@ def load_predictor(services: Services, model_id: str) -> Predictor:
     def load() -> Predictor:
         head = services.files.head_path(model_id)
         if head.is_file():  # a stored head on the shared backbone
-            from .models import shared_backbone
-
             stored = load_head_checkpoint(head)
             return Predictor.from_head(stored, shared_backbone(services, stored), runtime=services.runtime)
         checkpoint = load_checkpoint(services.files.checkpoint_path(model_id))

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,68 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_S = 2.0
 MiB = 2**20
 # Top-level folders of the data dir and what they hold (see store.files.DataDir).
 _PARTS = {"datasets": "images", "jobs": "images", "models": "models", "features": "feature_cache"}
-
-
-class UsageCache:
-    """The latest measurement. Older than ``CACHE_S`` seconds it is still answered while a thread of its
-    own measures again, so no request waits for a directory walk (a data dir with a feature cache holds
-    thousands of files; GET / is polled by dashboards while jobs train). Only the first read, and the
-    first after ``forget()`` (something was stored or deleted), measures while the caller waits."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._value: dict[str, Any] | None = None
-        self._at = 0.0
-        self._generation = 0  # bumped by forget(): a walk that began before it is not kept
-        self._refreshing = False
-
-    def get(self, measure: Callable[[], dict[str, Any]], *, fresh: bool = False) -> dict[str, Any]:
-        """The last measurement (see the class); with ``fresh``, one at most ``CACHE_S`` old, measured now
-        if need be (what an upload is checked against)."""
-        with self._lock:  # one walk at a time; callers arriving meanwhile take its answer
-            if self._value is None or (fresh and time.monotonic() - self._at > CACHE_S):
-                self._value, self._at = measure(), time.monotonic()
-                self._generation += 1  # a walk in the background began before this one
-            return self._answer(measure)
-
-    def last(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
-        """As ``get``, but None instead of measuring, or of waiting for a walk that holds the lock (the
-        caller may be the event loop)."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            return None if self._value is None else self._answer(measure)
-        finally:
-            self._lock.release()
-
-    def _answer(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        assert self._value is not None
-        if time.monotonic() - self._at > CACHE_S and not self._refreshing:
-            self._refreshing = True
-            threading.Thread(
-                target=self._refresh, args=(measure, self._generation), name="vt-storage-usage", daemon=True
-            ).start()
-        return dict(self._value)
-
-    def _refresh(self, measure: Callable[[], dict[str, Any]], generation: int) -> None:
-        try:
-            value = measure()
-        except Exception as exc:  # the database is away for a moment: the next read tries again
-            log.warning("measuring the stored data failed (%s); answering the last figures", exc)
-            value = None
-        with self._lock:
-            self._refreshing = False
-            if value is not None and generation == self._generation:
-                self._value, self._at = value, time.monotonic()
-
-    def forget(self) -> None:
-        with self._lock:
-            self._value = None
-            self._generation += 1
 
 
 def storage_usage(services: Services) -> dict[str, Any]:
@@ -94,7 +33,7 @@ def storage_usage(services: Services) -> dict[str, Any]:
         backbones the exported ONNX backbones (VT_CACHE_DIR); other is anything else in the data dir
         (files being assembled in ``tmp/``); ``limit_bytes`` is VT_MAX_DATA_MB (None: no limit) and
         ``free_bytes`` the free space of the data dir's file system. Measured at most every few seconds
-        (see ``UsageCache``).
+        (see ``caches.UsageCache``).
     """
     return services.usage.get(lambda: _measure(services))
 
