@@ -17,6 +17,16 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # A photo is at most a panorama; 20000x10 is a bomb whose resize to a 256 short side is 512,000 px long.
 DEFAULT_MAX_ASPECT = 50.0
 _ROWS_PER_STEP = 256
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -107,8 +117,12 @@ def open_image(
         budget.spend(image.size[0] * image.size[1])  # after draft: what will really be decoded
     try:
         image.load()
-        decoded: Image.Image = shrink(image, draft_size) if draft_size else image
-        return to_rgb(ImageOps.exif_transpose(decoded))
+        if draft_size and min(image.size) >= 2 * draft_size:
+            # Shrink first (the full-size image is never copied), then apply the EXIF rotation it had.
+            method = _TRANSPOSE.get(image.getexif().get(_ORIENTATION, 1))
+            small = shrink(image, draft_size)
+            return to_rgb(small.transpose(method) if method is not None else small)
+        return to_rgb(ImageOps.exif_transpose(image))
     except MemoryError:
         raise
     except Exception as exc:  # e.g. TypeError from a TIFF with rational-typed size tags

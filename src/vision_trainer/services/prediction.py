@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from PIL import Image
 
 from ..ml.checkpoint import load_checkpoint, load_head_checkpoint
 from ..ml.errors import InvalidImageError
-from ..ml.images import open_image
+from ..ml.images import PixelBudget, open_image
 from ..ml.predictor import Predictor
 from ..store import repository as repo
 from .errors import Conflict, NotFound
@@ -14,8 +17,6 @@ from .models import shared_backbone
 from .uploads import RESERVED_LABEL as UNKNOWN_LABEL
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from .context import Services
 
 
@@ -61,8 +62,19 @@ def _answer(ranked: list[tuple[str, float]], min_confidence: float) -> dict[str,
     }
 
 
-def _decode(services: Services, predictor: Predictor, data: bytes) -> Image.Image:
-    return open_image(data, max_pixels=services.settings.max_image_pixels, draft_size=predictor.resize_size)
+def _decode(
+    services: Services, predictor: Predictor, data: bytes | BinaryIO, budget: PixelBudget | None = None
+) -> Image.Image:
+    if not isinstance(data, bytes):
+        data.seek(0)
+        data = data.read()
+    return open_image(
+        data,
+        max_pixels=services.settings.max_image_pixels,
+        draft_size=predictor.resize_size,
+        max_aspect=services.settings.max_aspect_ratio,
+        budget=budget,
+    )
 
 
 def _top_k(predictor: Predictor, top_k: int | None) -> int:
@@ -89,31 +101,49 @@ def predict_image(
     """
     resolved = resolve_model_id(services, model_id)
     predictor = load_predictor(services, resolved)
-    ranked = predictor.predict([_decode(services, predictor, data)], top_k=_top_k(predictor, top_k))[0]
+    image = _decode(services, predictor, data, PixelBudget(services.settings.max_request_pixels))
+    ranked = predictor.predict([image], top_k=_top_k(predictor, top_k))[0]
     return {**_answer(ranked, min_confidence), "model_id": resolved}
 
 
 def predict_batch(
     services: Services,
-    files: list[tuple[str, bytes]],
+    files: Sequence[tuple[str, bytes | BinaryIO]],
     *,
     model_id: str | None = None,
     top_k: int | None = None,
     min_confidence: float = 0.0,
 ) -> dict[str, Any]:
-    """Classify many images in one forward pass; a bad file gets an ``error`` entry in its place."""
+    """Classify many images; a bad file gets an ``error`` entry in its place.
+
+    The photos stream through the model: each is read and decoded (shrunk to what the model needs)
+    only when its turn comes, at most one forward batch of them is held at a time, and all of them
+    together may decode at most VT_MAX_REQUEST_PIXELS pixels (the rest get ``image_too_large``).
+
+    Args:
+        files: ``(filename, content)``: the encoded bytes, or a seekable binary stream of them.
+    """
     resolved = resolve_model_id(services, model_id)
     predictor = load_predictor(services, resolved)
+    budget = PixelBudget(services.settings.max_request_pixels)
+    k = _top_k(predictor, top_k)
     entries: list[dict[str, Any]] = []
-    images = []
+    pending: list[tuple[dict[str, Any], Image.Image]] = []
+
+    def flush() -> None:
+        if pending:
+            for (entry, _), ranked in zip(pending, predictor.predict([image for _, image in pending], top_k=k)):
+                entry.update(_answer(ranked, min_confidence))
+            pending.clear()
+
     for filename, data in files:
+        entry: dict[str, Any] = {"filename": filename}
+        entries.append(entry)
         try:
-            images.append(_decode(services, predictor, data))
-            entries.append({"filename": filename})
+            pending.append((entry, _decode(services, predictor, data, budget)))
         except InvalidImageError as exc:
-            entries.append({"filename": filename, "error": {"code": exc.code, "detail": f"{filename!r}: {exc}"}})
-    ranked = iter(predictor.predict(images, top_k=_top_k(predictor, top_k)) if images else [])
-    predictions = [
-        entry if "error" in entry else {**entry, **_answer(next(ranked), min_confidence)} for entry in entries
-    ]
-    return {"model_id": resolved, "predictions": predictions}
+            entry["error"] = {"code": exc.code, "detail": f"{filename!r}: {exc}"}
+        if len(pending) >= predictor.extractor.batch_size:
+            flush()
+    flush()
+    return {"model_id": resolved, "predictions": entries}

@@ -36,11 +36,15 @@ def prediction_slot(request: Request) -> Iterator[None]:
         slots.release()
 
 
-async def read_limited(file: UploadFile, max_bytes: int) -> bytes:
+def check_size(file: UploadFile, max_bytes: int) -> None:
     if file.size is not None and file.size > max_bytes:
         raise PayloadTooLarge(
             f"{file.filename!r} is larger than {max_bytes / 2**20:g} MiB (VT_MAX_FILE_MB)", code="file_too_large"
         )
+
+
+async def read_limited(file: UploadFile, max_bytes: int) -> bytes:
+    check_size(file, max_bytes)
     return await file.read()
 
 
@@ -100,7 +104,10 @@ async def predict_batch(
             f"{len(files)} files; at most {limit} per batch (VT_MAX_BATCH_FILES)", code="too_many_files"
         )
     with prediction_slot(request), request.app.state.metrics.timed_prediction("batch"):
-        contents = [(f.filename or "", await read_limited(f, services.settings.max_file_bytes)) for f in files]
+        max_bytes = services.settings.max_file_bytes
+        for f in files:  # sizes from the parsed form; the contents are read one by one as the model gets to them
+            check_size(f, max_bytes)
+        contents = [(f.filename or "", f.file) for f in files]
         return await run_in_threadpool(
             prediction.predict_batch,
             services,
