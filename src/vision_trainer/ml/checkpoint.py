@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,17 +61,53 @@ def save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: Path | Any, *, label: str = "the file") -> dict[str, Any]:
+MAX_ARCHIVE_RECORDS = 100_000
+
+
+def check_container(path: Path, *, max_total_bytes: int, label: str = "the file") -> None:
+    """Refuse a ``torch.save`` zip whose records are compressed or add up to more than ``max_total_bytes``,
+    from its directory alone, before ``torch.load`` would inflate them (torch writes its records stored,
+    so compression is only ever a bomb). Files that are not zips are left to ``load_checkpoint``.
+
+    Raises:
+        CheckpointError: compressed records, too many of them, or too large unpacked.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
+        return  # load_checkpoint explains what the file is
+    if len(records) > MAX_ARCHIVE_RECORDS:
+        raise CheckpointError(f"{label} has {len(records)} records; a checkpoint has at most {MAX_ARCHIVE_RECORDS}")
+    if compressed := [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]:
+        raise CheckpointError(
+            f"{label} has compressed records ({compressed[0]!r}); torch.save writes them uncompressed: "
+            "send the file torch.save wrote"
+        )
+    total = sum(r.file_size for r in records)
+    if total > max_total_bytes:
+        raise CheckpointError(
+            f"{label} unpacks to {total / 2**20:.0f} MiB; at most {max_total_bytes / 2**20:g} MiB (VT_MAX_FILE_MB)"
+        )
+
+
+def load_checkpoint(path: Path | Any, *, label: str = "the file", max_total_bytes: int | None = None) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code from the file ever runs).
 
     Args:
         path: a file path or a binary file object.
         label: how messages name the file (e.g. the client's filename, quoted).
+        max_total_bytes: for a path, first refuse compressed records and more than this unpacked
+            (see ``check_container``).
 
     Raises:
         CheckpointError: ``<label> is not a PyTorch checkpoint: <why, in plain words>``, or a dict
             without ``model_state_dict``/``class_names``.
     """
+    if max_total_bytes is not None and isinstance(path, (str, Path)):
+        check_container(Path(path), max_total_bytes=max_total_bytes, label=label)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or malicious files
@@ -132,6 +170,27 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return all(ch.isprintable() or ch in "\r\n\t" for ch in text)
+
+
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+
+
+def check_temperature(value: Any) -> float:
+    """A checkpoint's temperature as a float: missing means 1.0; else a finite number in
+    [``MIN_TEMPERATURE``, ``MAX_TEMPERATURE``] (NaN would make every prediction ``unknown``).
+
+    Raises:
+        CheckpointError: not a number, not finite, or out of range.
+    """
+    if value is None:
+        return 1.0
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype.is_floating_point:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"temperature must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        raise CheckpointError(f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, got {value!r}")
+    return float(value)
 
 
 def build_head_checkpoint(

@@ -9,7 +9,14 @@ from typing import Any
 from torch import nn
 
 from ..ml.backbones import pretrained_backbone, resolve_backbone
-from ..ml.checkpoint import build_checkpoint, full_checkpoint, load_checkpoint, load_head_checkpoint, save_checkpoint
+from ..ml.checkpoint import (
+    build_checkpoint,
+    check_temperature,
+    full_checkpoint,
+    load_checkpoint,
+    load_head_checkpoint,
+    save_checkpoint,
+)
 from ..ml.errors import CheckpointError, UnknownBackboneError, WeightsUnavailableError
 from ..ml.predictor import Predictor
 from ..ml.runtime import RuntimeOptions
@@ -194,8 +201,14 @@ def import_model(
     """
     _check_import_room(services, path)
     try:
-        checkpoint = load_checkpoint(path, label=repr(filename or "the file"))
-        spec = resolve_backbone(backbone or checkpoint.get("backbone") or "resnet18")
+        checkpoint = load_checkpoint(
+            path, label=repr(filename or "the file"), max_total_bytes=services.settings.max_file_bytes
+        )
+        named = backbone or checkpoint.get("backbone") or "resnet18"
+        if not isinstance(named, str):
+            raise CheckpointError(f"backbone must be a name, got {type(named).__name__}")
+        spec = resolve_backbone(named)
+        temperature = check_temperature(checkpoint.get("temperature"))
     except CheckpointError as exc:
         raise InvalidRequest(str(exc), code=exc.code) from None
     except UnknownBackboneError as exc:
@@ -204,14 +217,19 @@ def import_model(
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise InvalidRequest("class_names must be a list of strings", code="invalid_checkpoint")
     class_names = check_labels(names, max_classes=services.settings.max_classes)
-    checkpoint = {**checkpoint, "backbone": spec.name, "class_names": class_names}
+    checkpoint = {**checkpoint, "backbone": spec.name, "class_names": class_names, "temperature": temperature}
+    if not isinstance(checkpoint["model_state_dict"], dict):
+        raise InvalidRequest(f"{filename!r}: model_state_dict must be a dict of tensors", code="invalid_checkpoint")
     try:
         Predictor.from_checkpoint(checkpoint, runtime=RuntimeOptions("torch"))
     except CheckpointError as exc:
         raise InvalidRequest(f"{filename!r}: {exc}", code=exc.code) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # weights of the wrong kind (not tensors)
+        raise InvalidRequest(
+            f"{filename!r}: weights do not fit backbone {spec.name!r}: {exc}", code="invalid_checkpoint"
+        ) from None
     model_id = uuid.uuid4().hex
     path = services.files.checkpoint_path(model_id)
-    temperature = float(checkpoint.get("temperature") or 1.0)
     save_checkpoint(
         path,
         build_checkpoint(

@@ -17,14 +17,16 @@ def report_png(services: Services, model_id: str) -> bytes:
     from matplotlib.figure import Figure
 
     model = get_model(services, model_id)
-    figure = Figure(figsize=(13, 4.2), dpi=100)
-    acc_ax, loss_ax, cm_ax = figure.subplots(1, 3)
-    _plot_history(acc_ax, loss_ax, model["history"])
-    _plot_confusion(cm_ax, model)
-    figure.suptitle(f"{model['name']} ({model['backbone']})")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    # Names come from users: "$x$" would be read as math (and "$\\foo$" fail to render), so no text is.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        figure = Figure(figsize=(13, 4.2), dpi=100)
+        acc_ax, loss_ax, cm_ax = figure.subplots(1, 3)
+        _plot_history(acc_ax, loss_ax, model["history"])
+        _plot_confusion(cm_ax, model)
+        figure.suptitle(f"{model['name']} ({model['backbone']})")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
