@@ -21,7 +21,7 @@ from ..ml.errors import InvalidImageError
 from ..store import datasets as repo
 from ..store.files import remove_tree
 from ..store.tables import Dataset, DatasetImage
-from .archives import ArchiveLimits, open_archive
+from .archives import ArchiveEntryError, ArchiveLimits, open_archive
 from .context import Services
 from .errors import Conflict, InsufficientStorage, InvalidRequest, NotFound
 from .storage import check_room, forget_usage, upload_bytes
@@ -31,6 +31,7 @@ from .uploads import (
     Upload,
     UploadLimits,
     check_label,
+    label_key,
     refusal,
     refuse_bad_files,
     stage_image,
@@ -105,7 +106,11 @@ def image_view(image: DatasetImage) -> dict[str, Any]:
 
 
 def _require(session: Any, dataset_id: str, *, for_update: bool = False) -> Dataset:
-    dataset = repo.get_dataset(session, dataset_id=dataset_id, for_update=for_update)
+    """The dataset (locked until the session ends with ``for_update``; use it in ``db.write_session()``)."""
+    if for_update:
+        dataset = repo.lock_dataset(session, dataset_id=dataset_id)
+    else:
+        dataset = repo.get_dataset(session, dataset_id=dataset_id)
     if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
     return dataset
@@ -174,7 +179,7 @@ def delete_dataset(services: Services, dataset_id: str) -> None:
         NotFound: no such dataset.
         Conflict: a job is queued or running on it (``dataset_busy``).
     """
-    with services.db.session() as session:
+    with services.db.write_session() as session:
         _require(session, dataset_id, for_update=True)
         if busy := repo.active_jobs(session, dataset_id=dataset_id):
             raise Conflict(
@@ -250,7 +255,7 @@ def staged_photos(services: Services, request: AddImages) -> Iterator[list[_Stag
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".compare-", dir=folder))
     try:
-        batch = _stage(services, groups, request.archive, staging)
+        batch = _stage(services, groups, request.archive, staging, check_space=False)
         if batch.errors and not request.skip_invalid:
             refuse_bad_files(batch.errors)
         yield batch.staged
@@ -279,7 +284,14 @@ def _limits(services: Services) -> UploadLimits:
     return UploadLimits(max_file_bytes=services.settings.max_file_bytes, max_pixels=services.settings.max_image_pixels)
 
 
-def _stage(services: Services, groups: Sequence[ImageGroup], archive: Upload | None, staging: Path) -> _Batch:
+def _stage(
+    services: Services,
+    groups: Sequence[ImageGroup],
+    archive: Upload | None,
+    staging: Path,
+    *,
+    check_space: bool = True,
+) -> _Batch:
     batch = _Batch()
     limits = _limits(services)
     for group in groups:
@@ -289,11 +301,11 @@ def _stage(services: Services, groups: Sequence[ImageGroup], archive: Upload | N
             except (InvalidImageError, FileTooLarge) as exc:
                 batch.errors.append(refusal(exc, upload.filename, field=group.field, index=index))
     if archive is not None:
-        _stage_archive(services, archive, staging, batch)
+        _stage_archive(services, archive, staging, batch, check_space=check_space)
     return batch
 
 
-def _stage_archive(services: Services, archive: Upload, staging: Path, batch: _Batch) -> None:
+def _stage_archive(services: Services, archive: Upload, staging: Path, batch: _Batch, *, check_space: bool) -> None:
     settings = services.settings
     path = staging / "archive.upload"
     with path.open("wb") as out:
@@ -304,6 +316,8 @@ def _stage_archive(services: Services, archive: Upload, staging: Path, batch: _B
         max_ratio=settings.max_archive_ratio,
     )
     with open_archive(path, limits) as (members, skipped):
+        if check_space:  # what the archive unpacks to is what will be stored, not its packed size
+            check_room(services, sum(member.size for member in members))
         batch.skipped += skipped
         labels: dict[str, str] = {}
         for index, member in enumerate(members):
@@ -319,6 +333,10 @@ def _stage_archive(services: Services, archive: Upload, staging: Path, batch: _B
                     batch.staged.append(_Staged(label, stage_image(stream, member.name, staging, _limits(services))))
             except (InvalidImageError, FileTooLarge) as exc:  # an archive's junk is skipped, never fatal
                 batch.skipped.append(refusal(exc, member.name, field="archive", index=index))
+            except ArchiveEntryError as exc:
+                batch.skipped.append(
+                    {"field": "archive", "index": index, "filename": member.name, "code": exc.code, "detail": str(exc)}
+                )
     path.unlink(missing_ok=True)
 
 
@@ -328,10 +346,10 @@ def _commit(services: Services, dataset_id: str, batch: _Batch) -> dict[str, Any
     target.mkdir(parents=True, exist_ok=True)
     moved: list[Path] = []
     try:
-        with services.db.session() as session:
+        with services.db.write_session() as session:
             dataset = _require(session, dataset_id, for_update=True)
             known = repo.hashes(session, dataset_id=dataset_id, content_hashes=[s.image.sha256 for s in batch.staged])
-            classes = {name.casefold(): name for name in dataset.class_names}
+            classes = {label_key(name): name for name in dataset.class_names}
             class_names = list(dataset.class_names)
             rows, added, duplicates = [], [], []
             for item in batch.staged:
@@ -340,7 +358,7 @@ def _commit(services: Services, dataset_id: str, batch: _Batch) -> dict[str, Any
                     continue
                 label = item.label
                 if label is not None:
-                    label = classes.setdefault(label.casefold(), label)  # "Cat" joins an existing "cat"
+                    label = classes.setdefault(label_key(label), label)  # "Cat" joins an existing "cat"
                     if label not in class_names:
                         class_names.append(label)
                 image_id = uuid.uuid4().hex
@@ -445,11 +463,11 @@ def relabel_images(services: Services, dataset_id: str, image_ids: Sequence[str]
         InvalidRequest: an invalid or reserved label.
     """
     clean = check_label(label) if label is not None else None
-    with services.db.session() as session:
+    with services.db.write_session() as session:
         dataset = _require(session, dataset_id, for_update=True)
         ids = _check_ids(session, dataset_id, image_ids)
         if clean is not None:
-            clean = next((n for n in dataset.class_names if n.casefold() == clean.casefold()), clean)
+            clean = next((n for n in dataset.class_names if label_key(n) == label_key(clean)), clean)
         updated = repo.set_labels(session, dataset_id=dataset_id, image_ids=ids, label=clean)
         version = repo.bump_version(session, dataset, _present_classes(session, dataset, clean))
         return {"version": version, "updated": updated}
@@ -457,7 +475,7 @@ def relabel_images(services: Services, dataset_id: str, image_ids: Sequence[str]
 
 def delete_images(services: Services, dataset_id: str, image_ids: Sequence[str]) -> dict[str, Any]:
     """Remove photos from a dataset. Raises NotFound (the dataset or any image id; nothing changes then)."""
-    with services.db.session() as session:
+    with services.db.write_session() as session:
         dataset = _require(session, dataset_id, for_update=True)
         ids = _check_ids(session, dataset_id, image_ids)
         deleted = repo.delete_images(session, dataset_id=dataset_id, image_ids=ids)
@@ -465,52 +483,3 @@ def delete_images(services: Services, dataset_id: str, image_ids: Sequence[str])
     for image_id in ids:  # after the commit: a job that took its snapshot before may still need them
         services.files.dataset_image(dataset_id, image_id).unlink(missing_ok=True)
     return {"version": version, "deleted": deleted}
-
-
-# --- what a training job takes --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    dataset_id: str
-    version: int
-    class_names: list[str]
-    inputs: list[dict[str, Any]]
-
-
-def training_snapshot(services: Services, dataset_id: str, *, max_classes: int) -> Snapshot:
-    """The labelled photos of the dataset's current version, as a job's inputs.
-
-    Raises:
-        NotFound: no such dataset.
-        InvalidRequest: fewer than 2 labelled classes (``too_few_classes``), more than ``max_classes``,
-            or a class with fewer than 2 photos (``too_few_images``).
-    """
-    with services.db.session() as session:
-        dataset = _require(session, dataset_id)
-        images, _ = repo.list_images(session, dataset_id=dataset_id)
-        counts = repo.label_counts(session, dataset_ids=[dataset_id])[dataset_id]
-        class_names = [n for n in dataset.class_names if counts.get(n)]
-        version = dataset.version
-    if len(class_names) < 2:
-        raise InvalidRequest(
-            f"the dataset has {len(class_names)} labelled class(es); training needs at least 2", code="too_few_classes"
-        )
-    if len(class_names) > max_classes:
-        raise InvalidRequest(
-            f"the dataset has {len(class_names)} classes; at most {max_classes} (VT_MAX_CLASSES)",
-            code="too_many_classes",
-        )
-    if small := [n for n in class_names if counts[n] < 2]:
-        raise InvalidRequest(
-            f"class(es) {', '.join(map(repr, small))} have fewer than 2 photos; every class needs at least 2 "
-            "(one to train on and one to test with): add photos or relabel",
-            code="too_few_images",
-        )
-    index = {name: i for i, name in enumerate(class_names)}
-    inputs = [
-        {"image_id": i.id, "label": index[i.label], "sha256": i.content_hash, "filename": i.filename}
-        for i in images
-        if i.label is not None
-    ]
-    return Snapshot(dataset_id=dataset_id, version=version, class_names=class_names, inputs=inputs)

@@ -51,7 +51,7 @@ def check_labels(labels: Sequence[str], *, max_classes: int) -> list[str]:
     seen: dict[str, int] = {}
     for number, raw in enumerate(labels, start=1):
         label = check_label(raw, field=f"label{number}")
-        key = label.casefold()
+        key = label_key(label)
         if key in seen:
             raise InvalidRequest(
                 f"label{number} {label!r} repeats label{seen[key]} (labels are compared ignoring case)",
@@ -62,10 +62,17 @@ def check_labels(labels: Sequence[str], *, max_classes: int) -> list[str]:
     return cleaned
 
 
+def label_key(label: str) -> str:
+    """What two labels must differ in to be two classes: compatibility forms (fullwidth ``ｕｎｋｎｏｗｎ``,
+    ligatures) and case are folded."""
+    return unicodedata.normalize("NFKC", label).casefold()
+
+
 def check_label(raw: str, *, field: str = "label") -> str:
     """One class label, trimmed. Raises InvalidRequest (empty, too long, control characters or path
     separators, only dots, or the reserved ``unknown``)."""
-    label = raw.strip()
+    # One spelling per name: "café" typed (NFC) and "café" from a Mac's file names (NFD) are one class.
+    label = unicodedata.normalize("NFC", raw).strip()
     if not label:
         raise InvalidRequest(f"{field} is empty: every class needs a name", code="empty_label")
     if len(label) > MAX_LABEL_LENGTH:
@@ -82,7 +89,7 @@ def check_label(raw: str, *, field: str = "label") -> str:
             f"{field} {label!r} contains control characters or path separators, or is only dots",
             code="invalid_label",
         )
-    if label.casefold() == RESERVED_LABEL:
+    if label_key(label) == RESERVED_LABEL:
         raise InvalidRequest(
             f"{field}: the label {RESERVED_LABEL!r} is reserved (it is what predictions below "
             "min_confidence answer); choose another name",

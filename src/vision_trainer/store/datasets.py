@@ -26,6 +26,16 @@ def get_dataset(session: Session, *, dataset_id: str, for_update: bool = False) 
     return session.scalar(query)
 
 
+def lock_dataset(session: Session, *, dataset_id: str) -> Dataset | None:
+    """The dataset, freshly read and locked until the session ends; None when it is gone.
+
+    Call it first in ``Database.write_session()``: on PostgreSQL the row lock makes every writer of the
+    dataset (and a job submission racing its deletion) wait its turn; on SQLite the write session already
+    holds the database's write lock."""
+    query = select(Dataset).where(Dataset.id == dataset_id).with_for_update().execution_options(populate_existing=True)
+    return session.scalar(query)
+
+
 def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[list[Dataset], int]:
     rows = session.scalars(select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset))
     return list(rows), session.scalar(select(func.count()).select_from(Dataset)) or 0

@@ -58,6 +58,20 @@ class Database:
             with session.begin():
                 yield session
 
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session that holds the database's write lock from its first statement, for
+        read-modify-write changes (a dataset's version and class list) that must not interleave.
+
+        SQLite only takes the write lock at a transaction's first write, so two transactions could both
+        read version 5 and both write 6; ``BEGIN IMMEDIATE`` takes it at once (waiting up to the busy
+        timeout). PostgreSQL gets its row locks from ``SELECT ... FOR UPDATE`` (``store.datasets.lock_dataset``)."""
+        with self._sessions() as session:
+            with session.begin():
+                if self.engine.dialect.name == "sqlite":
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                yield session
+
     def ping(self) -> None:
         """Raise when the database cannot answer a trivial query."""
         with self.engine.connect() as conn:
