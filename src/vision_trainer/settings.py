@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .ml.recipe import recipe_field
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Each field maps to ``VT_<NAME>`` (see the README)."""
@@ -79,8 +81,8 @@ class Settings(BaseSettings):
         le=64,
         description="DataLoader worker processes for image decoding; 0 = one prefetch thread (faster on 2 cores).",
     )
-    augment_views: int = Field(
-        1, ge=0, le=16, description="Augmented views per training image whose features are extracted."
+    augment_views: int = recipe_field(
+        "augment_views", description="Augmented views per training image whose features are extracted."
     )
     max_classes: int = Field(100, ge=2, le=1000, description="Most classes one training request may have.")
     max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
@@ -126,6 +128,21 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Images with more pixels are refused before they are decoded."
     )
+    max_request_pixels: int = Field(
+        200_000_000,
+        ge=1,
+        description="Most decoded pixels one prediction request may cost (all its images together); files past "
+        "it get image_too_large.",
+    )
+    max_aspect_ratio: float = Field(
+        50, ge=1, le=100_000, description="Images whose long side is more than this times the short side are refused."
+    )
+    max_body_kb: int = Field(
+        1024,
+        ge=1,
+        le=1_048_576,
+        description="Largest request body of the routes that take no uploads (JSON and small forms), in KiB.",
+    )
     max_queued_jobs: int = Field(100, ge=1, description="Queued jobs beyond which POST /train answers 429.")
     max_inflight_predictions: int = Field(
         32, ge=1, description="Predictions being served at once beyond which /predict answers 503."
@@ -142,6 +159,25 @@ class Settings(BaseSettings):
         "docs needs one (Authorization: Bearer <key> or X-API-Key: <key>).",
     )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS (none by default).")
+    allowed_hosts: str = Field(
+        "",
+        description="Comma-separated host names (Host header) the server answers; '*' = any. Default: "
+        "localhost, 127.0.0.1, ::1 and VT_HOST.",
+    )
+    header_timeout_s: float = Field(
+        10, gt=0, le=3600, description="Longest a client may take to send a request's line and headers."
+    )
+    body_timeout_s: float = Field(30, gt=0, le=3600, description="Longest wait for the next piece of a request body.")
+    min_upload_rate_kb: float = Field(
+        4,
+        ge=0,
+        le=1_048_576,
+        description="Slowest average upload rate (KiB/s), measured after the first body_timeout_s; 0 = no minimum.",
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000, description="Open client connections beyond which new ones are closed at once."
+    )
+
     host: str = Field("127.0.0.1", description="Address `vision-trainer serve` / `make run` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `vision-trainer serve` / `make run` binds.")
     log_level: str = Field("info", description="Log level of the server.")
@@ -167,6 +203,18 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        """The Host names answered; ``["*"]`` = any."""
+        named = [host.strip().lower() for host in self.allowed_hosts.split(",") if host.strip()]
+        if named:
+            return named
+        hosts = ["localhost", "127.0.0.1", "::1", "testserver"]
+        bind = self.host.strip().lower()
+        if bind and bind not in ("0.0.0.0", "::", "") and bind not in hosts:
+            hosts.append(bind)
+        return hosts
 
     @property
     def max_file_bytes(self) -> int:

@@ -18,17 +18,26 @@ from ..services.backbones import choose_backbone
 from ..services.context import Services
 from ..settings import Settings, get_settings
 from .errors import install_error_handlers
-from .limits import RequestSizeLimit
+from .limits import BodyLimits, RequestSizeLimit
 from .metrics import Metrics
 from .metrics import router as metrics_router
 from .routes import compare, datasets, jobs, models, predict, root, storage, train
 from .schemas import AUTH_RESPONSES, ERROR_RESPONSES
-from .security import require_api_key
+from .security import RequestGuard, require_api_key
 from .streams import LiveUpdates
 
 log = logging.getLogger("vision_trainer")
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 UI_PATH = "/ui"
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    return BodyLimits(
+        max_upload_bytes=settings.max_request_bytes,
+        max_body_bytes=settings.max_body_kb * 1024,
+        body_timeout_s=settings.body_timeout_s,
+        min_rate_bytes_s=settings.min_upload_rate_kb * 1024,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"],
         )
-    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestSizeLimit, limits=body_limits(settings))
+    # Outermost: Host, cross-site and API-key checks come before anything reads the body.
+    app.add_middleware(RequestGuard, settings=settings)
     app.include_router(root.router)
     protected = [Depends(require_api_key)]
     for router in (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -46,16 +47,29 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status in (429, 503) else None
-    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status, headers=headers)
+class BodyRefused(StarletteHTTPException):
+    """A request body refused while it streams (too large, too slow); the connection is then closed.
+
+    An HTTPException, so FastAPI's body parsing passes it through instead of calling it a parse error."""
+
+    def __init__(self, status_code: int, detail: str, code: str) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers={"Connection": "close"})
+        self.code = code
+
+
+def error_response(
+    status: int, detail: str, code: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    headers = {**({"Retry-After": "5"} if status in (429, 503) else {}), **(headers or {})}
+    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status, headers=headers or None)
 
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = next((s for cls, s in _SERVICE_STATUS.items() if isinstance(exc, cls)), 400)
-    extra = {"errors": exc.errors} if exc.errors is not None else {}
-    return error_response(status, exc.detail, exc.code, **extra)
+    if exc.errors is not None:
+        return error_response(status, exc.detail, exc.code, errors=exc.errors)
+    return error_response(status, exc.detail, exc.code)
 
 
 async def _ml_error(_: Request, exc: Exception) -> JSONResponse:
@@ -95,6 +109,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = str(exc.detail)
+    if isinstance(exc, BodyRefused):
+        return error_response(exc.status_code, detail, exc.code, headers=exc.headers)
     if exc.status_code == 400 and detail.startswith("Too many files"):
         # Starlette's multipart parser reports its file-count limit as a plain 400.
         return error_response(413, f"{detail} (VT_MAX_FILES)", "too_many_files")

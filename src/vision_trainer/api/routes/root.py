@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -17,6 +18,7 @@ from ..deps import ServicesDep
 from ..errors import error_response
 from ..schemas import HealthStatus, ServiceInfo
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["service"])
 
 
@@ -70,8 +72,13 @@ async def live() -> Any:
 async def ready(services: ServicesDep) -> Any:
     try:
         await run_in_threadpool(services.db.ping)
-    except Exception as exc:
-        return error_response(503, f"database unavailable: {exc}", "not_ready")
+    except Exception as exc:  # the reason goes to the log only: it can name hosts, users and paths
+        log.warning(
+            "readiness check: the database cannot be reached: %s",
+            str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__,
+        )
+        return error_response(503, "the database is unavailable; the server log says why", "not_ready")
     if not services.files.is_writable():
-        return error_response(503, f"data dir {services.files.root} is not writable", "not_ready")
+        log.warning("readiness check: data dir %s is not writable", services.files.root)
+        return error_response(503, "the data dir is not writable; the server log says which", "not_ready")
     return {"status": "ok"}
