@@ -46,12 +46,9 @@ def queue_job(
         Unavailable: the queue cannot be reached.
     """
     job_id = uuid.uuid4().hex
-    with services.db.session() as session:
+    with services.db.write_session() as session:
         # The dataset is locked while the job is written: a delete either went first (404) or waits.
-        if (
-            dataset_id is not None
-            and datasets_repo.get_dataset(session, dataset_id=dataset_id, for_update=True) is None
-        ):
+        if dataset_id is not None and datasets_repo.lock_dataset(session, dataset_id=dataset_id) is None:
             raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
         job = repo.create_job(
             session,
