@@ -8,7 +8,8 @@ import pytest
 from starlette.datastructures import FormData
 
 from tests.conftest import data_dir_files, image_bytes, make_settings
-from vision_trainer.api.forms import check_field_names, check_train_fields
+from vision_trainer.api.form_fields import check_field_names
+from vision_trainer.api.uploads import check_train_fields
 from vision_trainer.services.errors import InvalidRequest
 from vision_trainer.settings import Settings
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..services.training import TrainRequest
-from .forms import unknown_fields_message
+from .form_fields import unknown_fields_message
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 

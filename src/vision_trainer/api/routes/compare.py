@@ -11,12 +11,12 @@ from ...services import compare
 from ...services.datasets import AddImages
 from ...services.errors import InvalidRequest
 from ..deps import ServicesDep, SettingsDep
-from ..forms import FILES_PROP, check_field_names, multipart_form
+from ..form_fields import FILES_PROP, check_field_names, multipart_form
+from ..multipart import WholeFormRoute
 from ..schemas import ERROR_RESPONSES
-from .datasets import image_groups
-from .train import ARCHIVE_PROP, parse_archive
+from ..uploads import ARCHIVE_PROP, image_groups, parse_archive
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=WholeFormRoute)
 
 COMPARE_FORM_SCHEMA = multipart_form(
     {

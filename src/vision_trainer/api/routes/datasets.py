@@ -9,14 +9,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 
 from ...services import datasets, insights, training
-from ...services.datasets import AddImages, ImageGroup
+from ...services.datasets import AddImages
 from ...services.errors import InvalidRequest
-from ...services.uploads import Upload
+from ..answers import job_answer
 from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep, SettingsDep
-from ..forms import FILES_PROP, check_field_names, multipart_form
+from ..form_fields import FILES_PROP, check_field_names, multipart_form
+from ..multipart import WholeFormRoute
 from ..schemas import (
     ERROR_RESPONSES,
     DatasetCreate,
@@ -33,10 +34,9 @@ from ..schemas import (
     JobFinished,
     TrainOptions,
 )
-from .storage import check_upload_room
-from .train import ARCHIVE_PROP, job_answer, parse_archive, parse_classes
+from ..uploads import ARCHIVE_PROP, check_upload_room, image_groups, parse_archive
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=WholeFormRoute)
 
 ADD_FIELDS = ("label", "files", "archive", "skip_invalid")
 TRAIN_FIELDS = tuple(f for f in TrainOptions.model_fields if f != "skip_invalid")
@@ -85,28 +85,6 @@ async def delete_dataset(dataset_id: str, services: ServicesDep) -> Response:
     """Its photos go; models trained on it stay. 409 `dataset_busy` while a job trains on it."""
     await run_in_threadpool(datasets.delete_dataset, services, dataset_id)
     return Response(status_code=204)
-
-
-def image_groups(form: FormData) -> list[ImageGroup]:
-    groups: list[ImageGroup] = []
-    if any(key[:5] in ("label", "files") and key[5:].isdigit() for key in form.keys()):
-        labels, files = parse_classes(form)
-        groups += [ImageGroup(label, uploads, f"files{n}") for n, (label, uploads) in enumerate(zip(labels, files), 1)]
-    given = form.getlist("label")
-    if len(given) > 1 or any(not isinstance(v, str) for v in given):
-        raise InvalidRequest("label must be given at most once, as text", code="missing_label")
-    uploads = form.getlist("files")
-    if any(not isinstance(u, UploadFile) for u in uploads):
-        raise InvalidRequest("files must be file uploads", code="invalid_class_fields")
-    if given and not uploads:
-        raise InvalidRequest(
-            "label names the class of files: send the photos as files (an archive brings its own class folders)",
-            code="invalid_class_fields",
-        )
-    if uploads:
-        label = str(given[0]) if given else None
-        groups.append(ImageGroup(label, [Upload(u.filename or "", u.file) for u in uploads], "files"))  # type: ignore[union-attr]
-    return groups
 
 
 @router.post(

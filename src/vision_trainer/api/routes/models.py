@@ -14,11 +14,12 @@ from ...services import exports, models, report
 from ...services.errors import InvalidRequest
 from ..cache import shared_answer
 from ..deps import LimitQuery, OffsetQuery, ServicesDep, SettingsDep
-from ..forms import FormLimits, StreamedForm, multipart_form, streamed_form
+from ..form_fields import multipart_form
+from ..multipart import FormLimits, StreamedForm, WholeFormRoute, streamed_form
 from ..schemas import ERROR_RESPONSES, DefaultModelSet, ModelList, ModelPublic, ModelRename, ModelSummary
-from .storage import check_upload_room
+from ..uploads import check_upload_room
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=WholeFormRoute)
 
 EXTENSIONS = {"onnx": "onnx", "torchscript": "pt"}
 

@@ -12,10 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from ...services import prediction
 from ...services.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from ..deps import ServicesDep
-from ..forms import known_form_fields
+from ..form_fields import known_form_fields
+from ..multipart import WholeFormRoute
 from ..schemas import ERROR_RESPONSES, BatchPredictionPublic, PredictionPublic
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], route_class=WholeFormRoute)
 
 ModelIdField = Annotated[str | None, Form(description="Model to use; default: the default alias, else the newest.")]
 TopKField = Annotated[int | None, Form(ge=1, description="Ranked labels to return; default min(5, classes), clamped.")]

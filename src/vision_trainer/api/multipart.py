@@ -1,126 +1,87 @@
-"""Multipart forms: refuse field names an endpoint does not know, and stream large files to disk.
+"""Multipart bodies: a streaming parser for forms whose file may be large, and a check that every
+other form arrived whole.
 
-A misspelt field (``epoch`` for ``epochs``, ``file1`` for ``files1``) used to be ignored silently, so
-the request ran with a default nobody asked for. Every form endpoint now answers 422 ``unknown_field``
-naming each unknown field and the closest valid name.
+A body cut off before its closing boundary is refused (400 ``invalid_form``) on every route:
+Starlette's parser returns the parts it completed and silently drops the one it was reading, so a
+truncated upload would otherwise look like a smaller, valid one.
 """
 
 from __future__ import annotations
 
 import codecs
-import difflib
 import os
-import re
 import tempfile
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fastapi import Request
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..services.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from .form_fields import UnknownFields
 
-_TRAILING_NUMBER = re.compile(r"([0-9]+)$")
-_MAX_NAMED = 10
-_MAX_NAME_CHARS = 64
-
-# POST /train: label1..labelN with files1..filesN, the options, and an archive of class folders.
-TRAIN_NUMBERED_FIELDS = ("label", "files")
-TRAIN_EXTRA_FIELDS = ("archive",)
+TRUNCATED = "the multipart body ended before its closing boundary"
 
 
-FILES_PROP: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "binary"}}
+# --- forms Starlette parses ------------------------------------------------------------------------
 
 
-def multipart_form(
-    properties: dict[str, Any],
-    *,
-    required_fields: tuple[str, ...] = (),
-    required: bool = True,
-    description: str | None = None,
-) -> dict[str, Any]:
-    """``openapi_extra`` describing the multipart form of a route that reads its form itself (to stream
-    the files and check the field names), so the API docs still show its fields."""
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required_fields:
-        schema["required"] = list(required_fields)
-    if description:
-        schema["description"] = description
-    return {"requestBody": {"required": required, "content": {"multipart/form-data": {"schema": schema}}}}
+class _WholeMultiPartParser(MultiPartParser):
+    """Starlette's parser, refusing a body that ends before its closing boundary."""
+
+    ended = False
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    async def parse(self) -> FormData:
+        form = await super().parse()
+        if not self.ended:
+            await form.close()
+            raise MultiPartException(f"{TRUNCATED}; send the whole form")
+        return form
 
 
-def _shown(name: str) -> str:
-    return repr(name if len(name) <= _MAX_NAME_CHARS else name[:_MAX_NAME_CHARS] + "…")
+class WholeFormRequest(Request):
+    """A request whose multipart form (``request.form()``, and the form FastAPI parses for ``File`` and
+    ``Form`` parameters) is refused with 400 ``invalid_form`` unless it arrived whole."""
+
+    async def _get_form(
+        self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
+    ) -> FormData:
+        if self._form is None and _is_multipart(self.headers.get("content-type", "")):
+            try:
+                async with aclosing(self.stream()) as stream:
+                    parser = _WholeMultiPartParser(
+                        self.headers, stream, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+                    )
+                    self._form = await parser.parse()
+            except MultiPartException as exc:
+                raise HTTPException(status_code=400, detail=exc.message) from None
+        return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
 
 
-def _is_numbered(name: str, prefixes: Iterable[str]) -> bool:
-    return any(name.startswith(p) and name[len(p) :].isdigit() and name[len(p) :].isascii() for p in prefixes)
+class WholeFormRoute(APIRoute):
+    """The route class of every router with form routes: its requests are ``WholeFormRequest``s."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def whole_form_handler(request: Request) -> Response:
+            return await handler(WholeFormRequest(request.scope, request.receive, request._send))
+
+        return whole_form_handler
 
 
-def closest_field(name: str, allowed: Collection[str], numbered: Collection[str] = ()) -> str | None:
-    """The valid field name most like ``name`` (difflib), or None when nothing is close.
-
-    Numbered fields are offered with ``name``'s own trailing number (``file2`` -> ``files2``), or 1.
-    """
-    match = _TRAILING_NUMBER.search(name)
-    number = match.group(1) if match else "1"
-    candidates = [*allowed, *(f"{prefix}{number}" for prefix in numbered)]
-    found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    if not found:  # 'Epochs', 'MODEL_ID': letter case alone
-        found = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
-def unknown_fields_message(unknown: list[str], allowed: Collection[str], numbered: Collection[str] = ()) -> str:
-    """``unknown field 'epoch'; did you mean 'epochs'?`` (and the valid names when one has no close match)."""
-    hints = [(name, closest_field(name, allowed, numbered)) for name in unknown[:_MAX_NAMED]]
-    valid = ", ".join([*allowed, *(f"{p}1..{p}N" for p in numbered)])
-    if len(unknown) == 1 and hints[0][1]:
-        return f"unknown field {_shown(unknown[0])}; did you mean {hints[0][1]!r}?"
-    listed = ", ".join(_shown(name) + (f" (did you mean {hint!r}?)" if hint else "") for name, hint in hints)
-    more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
-    noun = "field" if len(unknown) == 1 else "fields"
-    return f"unknown {noun} {listed}{more}; valid fields: {valid}"
-
-
-def check_field_names(names: Iterable[str], *, allowed: Collection[str], numbered: Collection[str] = ()) -> None:
-    """Refuse form field names that are neither in ``allowed`` nor ``<prefix><number>`` for a prefix in
-    ``numbered``.
-
-    Raises:
-        InvalidRequest: ``unknown_field``, naming each unknown field and the closest valid name.
-    """
-    unknown = list(dict.fromkeys(n for n in names if n not in allowed and not _is_numbered(n, numbered)))
-    if unknown:
-        raise InvalidRequest(unknown_fields_message(unknown, allowed, numbered), code="unknown_field")
-
-
-def check_train_fields(form: FormData) -> None:
-    """The field check of ``POST /train``: ``label1..N``, ``files1..N``, ``archive`` and every field of
-    ``TrainOptions``. Call it on the parsed form before reading anything else from it.
-
-    Raises:
-        InvalidRequest: ``unknown_field``.
-    """
-    from .schemas import TrainOptions  # schemas use this module's messages
-
-    check_field_names(
-        form.keys(), allowed=[*TrainOptions.model_fields, *TRAIN_EXTRA_FIELDS], numbered=TRAIN_NUMBERED_FIELDS
-    )
-
-
-def known_form_fields(*allowed: str, numbered: Collection[str] = ()) -> Callable[..., Any]:
-    """A route dependency refusing unknown fields of the form FastAPI parsed for the route (the
-    parsed form is cached on the request, so nothing is read twice)."""
-
-    async def dependency(request: Request) -> None:
-        form = await request.form()
-        check_field_names(form.keys(), allowed=allowed, numbered=numbered)
-
-    return dependency
+def _is_multipart(content_type: str) -> bool:
+    return parse_options_header(content_type)[0] == b"multipart/form-data"
 
 
 # --- streaming a form whose file may be large ------------------------------------------------------
@@ -165,7 +126,7 @@ class _FormReader:
         self.file_dir, self.limits, self.charset = file_dir, limits, charset
         self.form = StreamedForm()
         self.error: ServiceError | None = None
-        self.unknown: list[str] = []
+        self.unknown = UnknownFields([*file_fields, *text_fields])
         self.ended = False
         self._header_name = b""
         self._header_value = b""
@@ -207,8 +168,6 @@ class _FormReader:
         self._header_name, self._header_value = b"", b""
 
     def _headers_finished(self) -> None:
-        from python_multipart.multipart import parse_options_header
-
         _, options = parse_options_header(self._disposition)
         if b"name" not in options:
             self._fail(
@@ -219,12 +178,24 @@ class _FormReader:
             return
         self._name = options[b"name"].decode(self.charset, errors="replace")
         if self._name not in self.text_fields and self._name not in self.file_fields:
-            self.unknown.append(self._name)  # named with the others once the body has been read
             self._skip = True
+            self._unknown_field()
         elif b"filename" not in options:
             self._text_field()
         else:
             self._file_field(options[b"filename"].decode(self.charset, errors="replace"))
+
+    def _unknown_field(self) -> None:
+        # Named with the others once the body has been read; a body of many made-up fields is refused
+        # as soon as it passes either bound, before the rest of it is read.
+        self._text_count += 1
+        try:
+            self.unknown.add(self._name)
+        except InvalidRequest as exc:
+            self._fail(exc)
+            return
+        if self._text_count > self.limits.max_fields:
+            self._fail(ServiceError(f"more than {self.limits.max_fields} fields (VT_MAX_FIELDS)", code="invalid_form"))
 
     def _text_field(self) -> None:
         self._text_count += 1
@@ -315,7 +286,7 @@ async def streamed_form(
             not multipart at all lacks its file: InvalidRequest ``invalid_parameter``).
     """
     from python_multipart.exceptions import FormParserError
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import MultipartParser
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
@@ -344,10 +315,8 @@ async def streamed_form(
         if reader.error:
             raise reader.error
         if not reader.ended:
-            raise ServiceError("the multipart body ended before its closing boundary", code="invalid_form")
-        if reader.unknown:
-            allowed = [*file_fields, *text_fields]
-            raise InvalidRequest(unknown_fields_message(reader.unknown, allowed), code="unknown_field")
+            raise ServiceError(f"{TRUNCATED}; send the whole form", code="invalid_form")
+        reader.unknown.check()
         reader.close()
         yield reader.form
     finally:
