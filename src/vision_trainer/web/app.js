@@ -7,7 +7,8 @@ import { ciText, cvText, forgetModel, modelDetail, roughWarning } from "./accura
 import { drawChart, parseEpochLine } from "./chart.js";
 import { compareModels, initCompare, setCompareDatasets, setCompareModels } from "./compare.js";
 import { copyBackbones, initDatasets, loadDatasets, openDataset } from "./datasets.js";
-import { $, describe, fillConfusion, make, onDrop, percent, placeTrainOptions, setError, show } from "./ui.js";
+import { placeTrainOptions } from "./options.js";
+import { $, describe, fillConfusion, make, onDrop, percent, setError, show } from "./ui.js";
 
 const PHASES = {
   queued: "Waiting for a free worker",

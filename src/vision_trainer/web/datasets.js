@@ -6,7 +6,8 @@ import { blobUrl, getJson, postForm, remove, sendJson } from "./api.js";
 import { ciText, cvText, modelDetail, roughWarning } from "./accuracy.js";
 import { isArchive, unpack } from "./archive.js";
 import { initInsights, loadInsights } from "./insights.js";
-import { $, $$, describe, make, onDrop, percent, placeTrainOptions, plural, setError, show } from "./ui.js";
+import { placeTrainOptions } from "./options.js";
+import { $, $$, describe, make, onDrop, percent, plural, setError, show } from "./ui.js";
 
 const PAGE_SIZE = 24;
 const PHOTOS_OR_ARCHIVES = "image/*,.zip,.tar,.gz,.tgz";

@@ -5,14 +5,6 @@ import { ApiError } from "./api.js";
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 
-/** Put the advanced training options (one template for both training forms) where `placeholder` is;
- * `testidPrefix` tells the two forms' class-weighting selects apart. */
-export function placeTrainOptions(placeholder, testidPrefix = "") {
-  const options = $("#train-options-template").content.firstElementChild.cloneNode(true);
-  $("[name=class_weighting]", options).dataset.testid = `${testidPrefix}class-weighting-input`;
-  placeholder.replaceWith(options);
-}
-
 export function show(element, visible = true) {
   element.hidden = !visible;
 }
