@@ -384,3 +384,43 @@ def test_list_requests_arriving_together_share_one_answer_and_see_changes_at_onc
     assert len(calls) <= 2
     job_id = live_server.fake_job()  # a commit in this process: the next list is fresh
     assert live_server.client.get("/jobs").json()["items"][0]["job_id"] == job_id
+
+
+# --- Last-Event-ID ----------------------------------------------------------------------------------
+
+
+def raw_events(url: str, job_id: str, last_event_id: bytes) -> list[int]:
+    """The ids of the events one stream sends for a header sent as these exact bytes."""
+    with httpx.Client(base_url=url, timeout=60, verify=False) as client:
+        with client.stream("GET", f"/jobs/{job_id}/events", headers={"Last-Event-ID": last_event_id}) as response:
+            assert response.status_code == 200, response.read()
+            return [int(line[3:]) for line in response.iter_lines() if line.startswith("id:")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²".encode("latin-1"),  # a Unicode digit: str.isdigit() says yes, int() says no
+        "١٢".encode(),  # Arabic-Indic digits, as UTF-8
+        b"9" * 5000,  # past int()'s digit limit
+        str(2**63).encode(),  # past the 64-bit ids
+        b"-1",
+        b"abc",
+        b"",
+    ],
+)
+def test_a_last_event_id_that_is_no_event_id_replays_from_the_start(live_server: LiveServer, value: bytes) -> None:
+    job_id = live_server.fake_job()
+    live_server.write_events(job_id, [("log", {"line": "one"}), ("log", {"line": "two"})])
+    live_server.finish(job_id)
+    everything = raw_events(live_server.url, job_id, b"0")
+    assert len(everything) == 3
+    assert raw_events(live_server.url, job_id, value) == everything
+
+
+def test_a_last_event_id_continues_after_that_event(live_server: LiveServer) -> None:
+    job_id = live_server.fake_job()
+    live_server.write_events(job_id, [("log", {"line": "one"}), ("log", {"line": "two"})])
+    live_server.finish(job_id)
+    first, *rest = raw_events(live_server.url, job_id, b"0")
+    assert raw_events(live_server.url, job_id, str(first).encode()) == rest

@@ -17,6 +17,20 @@ from ..streams import EventStreamResponse, LiveUpdates
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+MAX_EVENT_ID = 2**63 - 1  # event ids are 64-bit database integers
+
+
+def last_event_id(value: str) -> int:
+    """The event id a reconnecting stream continues after: ``Last-Event-ID`` when it is an ASCII integer
+    of at most 19 digits within the 64-bit range (what this server sends); anything else replays from the
+    start, as a missing header does. (``str.isdigit`` alone takes '²', and ``int`` of thousands of digits
+    raises.)"""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        return 0
+    number = int(value)
+    return number if number <= MAX_EVENT_ID else 0
+
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 async def list_jobs(request: Request, services: ServicesDep, limit: LimitQuery = 50, offset: OffsetQuery = 0) -> Any:
@@ -64,8 +78,7 @@ async def job_events(job_id: str, request: Request) -> EventSourceResponse:
     """Events, replayed from the job's start (or after `Last-Event-ID`): `progress`
     `{phase, done, total, epoch}`, `log` `{line}`, and last `status` `{status, model_id, error}`.
     503 `too_many_streams` (with `Retry-After`) while `VT_MAX_EVENT_STREAMS` streams are open."""
-    last = request.headers.get("last-event-id", "0")
-    after = int(last) if last.isdigit() else 0
+    after = last_event_id(request.headers.get("last-event-id", ""))
     live: LiveUpdates = request.app.state.live
     # Joins the job's one shared subscription and reads the replay; 404 before streaming starts.
     return EventStreamResponse(await live.events.open(job_id, after), live)
