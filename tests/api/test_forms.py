@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,68 @@ def test_json_bodies_refuse_unknown_keys(client) -> None:
     assert refusal(both).startswith("unknown field 'colour'")
     # Known keys still reach the route: an unknown model is a 404, not a validation error.
     assert client.patch("/models/0123456789abcdef0123456789abcdef", json={"name": "pets"}).status_code == 404
+
+
+# --- hostile bodies -------------------------------------------------------------------------------
+
+BOUNDARY = "vt-test-boundary"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+ANY_ID = "0123456789abcdef0123456789abcdef"
+
+
+def part(name: str, data: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+
+
+def multipart_routes(client) -> list[tuple[str, str]]:
+    """Every route that takes a multipart form: those the API document describes so, and analyze."""
+    routes = [
+        (method.upper(), path)
+        for path, item in client.app.openapi()["paths"].items()
+        for method, operation in item.items()
+        if "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+    ]
+    return [*routes, ("POST", "/datasets/{dataset_id}/analyze")]
+
+
+def test_every_multipart_route_refuses_a_body_cut_before_its_closing_boundary(client, settings: Settings) -> None:
+    whole = part("label1", b"cat") + part("files1", image_bytes((200, 30, 30)), "a.png")
+    routes = multipart_routes(client)
+    assert {("POST", "/train"), ("POST", "/predict"), ("POST", "/models/import")} <= set(routes)
+    before = data_dir_files(settings.data_dir)
+    for method, template in routes:
+        path = re.sub(r"\{[a-z_]+\}", ANY_ID, template)
+        for body in (whole, whole + f"--{BOUNDARY}".encode(), whole[:-40]):  # cut in the last part's data, too
+            response = client.request(method, path, content=body, headers=MULTIPART)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["code"] == "invalid_form", (path, response.text)
+            assert "closing boundary" in response.json()["detail"], (path, response.text)
+    assert data_dir_files(settings.data_dir) == before
+
+
+def test_a_whole_body_still_reaches_the_route(client) -> None:
+    whole = part("topk", b"2") + part("file", image_bytes((200, 30, 30)), "a.png") + f"--{BOUNDARY}--\r\n".encode()
+    assert refusal(client.post("/predict", content=whole, headers=MULTIPART)).startswith("unknown field 'topk'")
+
+
+def test_unknown_fields_are_named_up_to_a_bound() -> None:
+    names = [f"x{i}" for i in range(5000)]
+    with pytest.raises(InvalidRequest) as caught:
+        check_field_names(names, allowed=["epochs"])
+    detail = caught.value.detail
+    assert detail.startswith("unknown fields 'x0', 'x1'") and "'x9'" in detail and "'x10'" not in detail
+    assert detail.endswith(" and more; valid fields: epochs")
+
+
+def test_a_streamed_form_is_refused_at_its_eleventh_unknown_field(client, settings: Settings) -> None:
+    # Eleven made-up fields, then a body that never ends properly: refused for the fields, so the
+    # parser stopped there instead of reading (and listing) everything.
+    body = b"".join(part(f"junk{i}", b"x") for i in range(11)) + part("file", b"y" * 1000, "m.pth")[:-30]
+    detail = refusal(client.post("/models/import", content=body, headers=MULTIPART))
+    assert detail.startswith("unknown fields 'junk0'") and "'junk9'" in detail and "'junk10'" not in detail
+    assert detail.endswith(" and more; valid fields: file, name, backbone")
+    repeated = b"".join(part("junk", b"x") for _ in range(50)) + f"--{BOUNDARY}--\r\n".encode()
+    assert refusal(client.post("/models/import", content=repeated, headers=MULTIPART)).startswith(
+        "unknown field 'junk'"
+    )
