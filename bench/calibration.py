@@ -61,7 +61,7 @@ def run(name: str, train: dict[str, list[Path]], unseen: dict[str, list[Path]], 
     files = [[Upload(p.name, p.open("rb")) for p in paths] for paths in train.values()]
     options = training.TrainRequest(epochs=10, backbone="efficientnet_lite0")
     job = training.submit_training(
-        services, CallerRunsQueue(), training.TrainingRequest(labels=list(train), files=files, options=options)
+        services, CallerRunsQueue(), training.TrainingUpload(labels=list(train), files=files, options=options)
     )
     assert runner.run_job(services, job["job_id"]) == "succeeded"
     for group in files:

@@ -97,7 +97,7 @@ def train_in_process(services: Any, classes: dict[str, list[Path]], options: Any
     start = time.perf_counter()
     try:
         job = training.submit_training(
-            services, CallerRunsQueue(), training.TrainingRequest(labels=list(classes), files=files, options=options)
+            services, CallerRunsQueue(), training.TrainingUpload(labels=list(classes), files=files, options=options)
         )
         status = runner.run_job(services, job["job_id"])
         seconds = time.perf_counter() - start

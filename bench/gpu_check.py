@@ -35,7 +35,7 @@ def run(device: str, runtime: str, data_dir: Path, train: dict[str, list[Path]],
     job = training.submit_training(
         services,
         CallerRunsQueue(),
-        training.TrainingRequest(
+        training.TrainingUpload(
             labels=list(train), files=uploads, options=training.TrainRequest(epochs=5, backbone="efficientnet_lite0")
         ),
     )

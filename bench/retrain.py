@@ -51,7 +51,7 @@ def run(data_dir, classes):
     services = Services.create(Settings(_env_file=None, data_dir=data_dir, cache_dir=args["cache"], augment_views=args["views"]))
     files = [[Upload(Path(p).name, open(p, "rb")) for p in paths] for paths in classes.values()]
     start = time.perf_counter()
-    job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
+    job = training.submit_training(services, CallerRunsQueue(), training.TrainingUpload(
         labels=list(classes), files=files, epochs=args["epochs"], backbone=args["backbone"]))
     status = runner.run_job(services, job["job_id"])
     seconds = time.perf_counter() - start

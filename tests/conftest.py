@@ -154,7 +154,7 @@ def submit_job(services: Any, *, per_class: int = 6, size: int = 64, views: int 
         for color in ((200, 30, 30), (30, 30, 200))
     ]
     options = training.TrainRequest(epochs=1, augment_views=views)
-    request = training.TrainingRequest(labels=["red", "blue"], files=uploads, options=options)
+    request = training.TrainingUpload(labels=["red", "blue"], files=uploads, options=options)
     return training.submit_training(services, CallerRunsQueue(), request)["job_id"]
 
 

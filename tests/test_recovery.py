@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from vision_trainer.jobs.sweeper import Sweeper
 from vision_trainer.services import jobs
 from vision_trainer.services.context import Services
-from vision_trainer.services.work import outage, recovery, runner
+from vision_trainer.services.work import outage, recovery
 from vision_trainer.store import repository as repo
 from vision_trainer.store.tables import Job
 

@@ -48,7 +48,7 @@ class DefaultModelSet(RequestBody):
     model_id: str = Field(description="The model /predict uses when a request names none.")
 
 
-class TrainOptions(TrainRequest):
+class TrainForm(TrainRequest):
     """The non-class fields of ``POST /train`` and ``POST /datasets/{id}/train``: the training options
     (checked by the service, so the CLI gets the same checks) and what only HTTP adds."""
 

@@ -17,7 +17,7 @@ from ..services.datasets import ImageGroup
 from ..services.errors import InvalidRequest
 from ..services.uploads import Upload
 from .form_fields import check_field_names
-from .schemas import TrainOptions
+from .schemas import TrainForm
 
 _CLASS_FIELD = re.compile(r"^(label|files)([0-9]+)$")
 
@@ -35,13 +35,13 @@ ARCHIVE_PROP: dict[str, Any] = {
 
 def check_train_fields(form: FormData) -> None:
     """The field check of ``POST /train``: ``label1..N``, ``files1..N``, ``archive`` and every field of
-    ``TrainOptions``. Call it on the parsed form before reading anything else from it.
+    ``TrainForm``. Call it on the parsed form before reading anything else from it.
 
     Raises:
         InvalidRequest: ``unknown_field``.
     """
     check_field_names(
-        form.keys(), allowed=[*TrainOptions.model_fields, *TRAIN_EXTRA_FIELDS], numbered=TRAIN_NUMBERED_FIELDS
+        form.keys(), allowed=[*TrainForm.model_fields, *TRAIN_EXTRA_FIELDS], numbered=TRAIN_NUMBERED_FIELDS
     )
 
 

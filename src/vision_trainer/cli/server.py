@@ -39,20 +39,13 @@ def _warn_if_open(host: str, settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from ..api.server import serve
 
     settings = get_settings()
     _start_process(settings)
     host = args.host or settings.host
     _warn_if_open(host, settings)
-    uvicorn.run(
-        "vision_trainer.api.app:create_app",
-        factory=True,
-        host=host,
-        port=args.port or settings.port,
-        reload=args.reload,
-        log_level=settings.log_level,
-    )
+    serve(settings, host=host, port=args.port or settings.port, reload=args.reload)
     return 0
 
 

@@ -32,9 +32,9 @@ SUMMARY_METRICS = (
 
 def _options(args: argparse.Namespace) -> TrainRequest:
     """The training options, checked by the service (``invalid_parameter``) before anything is read or stored."""
-    from ..services.training import TrainRequest, training_options
+    from ..services.training import TrainRequest, check_train_request
 
-    return training_options(model_values(args, TrainRequest))
+    return check_train_request(model_values(args, TrainRequest))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def _submit(services: Services, queue: JobQueue, args: argparse.Namespace, optio
     if args.dataset is not None:
         return training.submit_dataset_training(services, queue, args.dataset, options)
     source = read_source(args.folder, label=None, unlabelled=False, min_classes=2)
-    request = training.TrainingRequest(
+    request = training.TrainingUpload(
         labels=[g.label or "" for g in source.groups],
         files=[g.uploads for g in source.groups],
         options=options,

@@ -19,8 +19,8 @@ from celery import Celery, signals
 from ..services.commits import watch_commits
 from ..services.context import Services
 from ..services.jobs import job_status
-from ..services.work.recovery import sweep_stale_jobs, waiting_jobs_without_images
 from ..services.work.claim import worker_name
+from ..services.work.recovery import sweep_stale_jobs, waiting_jobs_without_images
 from ..services.work.runner import run_job
 from ..settings import Settings
 from .redis_events import RedisEventPublisher, RedisEventSubscriber

@@ -74,10 +74,9 @@ class TrainParams(TrainRequest):
         return Recipe.model_validate(self.model_dump(include=set(Recipe.model_fields)))
 
 
-TrainingOptions = TrainRequest  # the request's earlier name, for code written against it
 
 
-def training_options(values: Mapping[str, Any]) -> TrainRequest:
+def check_train_request(values: Mapping[str, Any]) -> TrainRequest:
     """Check training options given as a mapping (the CLI's flags, a serialized job).
 
     Raises:
@@ -95,7 +94,7 @@ def validation_details(exc: ValidationError) -> str:
 
 
 @dataclass(frozen=True)
-class TrainingRequest:
+class TrainingUpload:
     """The seed's upload: ``files[i]`` are the photos of ``labels[i]``, or an ``archive`` of class folders."""
 
     labels: Sequence[str] = ()
@@ -125,7 +124,7 @@ def submit_dataset_training(
         TooManyRequests: ``VT_MAX_QUEUED_JOBS`` jobs already wait.
         Unavailable: the job queue cannot be reached (the job is not created).
     """
-    options = training_options(options.model_dump())
+    options = check_train_request(options.model_dump())
     choice = choose_backbone(services.settings, options.backbone)
     snapshot = training_snapshot(services, dataset_id, max_classes=services.settings.max_classes)
     check_queue_room(services)
@@ -153,7 +152,7 @@ def submit_dataset_training(
     )
 
 
-def submit_training(services: Services, queue: JobQueue, request: TrainingRequest) -> dict[str, Any]:
+def submit_training(services: Services, queue: JobQueue, request: TrainingUpload) -> dict[str, Any]:
     """The seed's ``POST /train``: a new dataset from the upload, then a job on it.
 
     Nothing is left behind when a check fails: a refused upload, or a job that cannot be queued,
@@ -167,7 +166,7 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
         InsufficientStorage: the stored data is, or with this upload would be, over VT_MAX_DATA_MB.
     """
     settings = services.settings
-    options = training_options(request.options.model_dump())
+    options = check_train_request(request.options.model_dump())
     groups = _class_groups(request, settings.max_classes)
     choose_backbone(settings, options.backbone)  # an unknown backbone is refused before anything is stored
     check_queue_room(services)
@@ -202,7 +201,7 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingReques
         raise
 
 
-def _class_groups(request: TrainingRequest, max_classes: int) -> list[ImageGroup]:
+def _class_groups(request: TrainingUpload, max_classes: int) -> list[ImageGroup]:
     if request.archive is not None and request.labels:
         raise InvalidRequest(
             "send either an archive of class folders or label1..N with files1..N, not both", code="invalid_class_fields"

@@ -32,14 +32,14 @@ from ..schemas import (
     InsightsPublic,
     JobAccepted,
     JobFinished,
-    TrainOptions,
+    TrainForm,
 )
 from ..uploads import ARCHIVE_PROP, check_upload_room, image_groups, parse_archive
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=WholeFormRoute)
 
 ADD_FIELDS = ("label", "files", "archive", "skip_invalid")
-TRAIN_FIELDS = tuple(f for f in TrainOptions.model_fields if f != "skip_invalid")
+TRAIN_FIELDS = tuple(f for f in TrainForm.model_fields if f != "skip_invalid")
 
 ADD_FORM_SCHEMA = multipart_form(
     {
@@ -55,7 +55,7 @@ ADD_FORM_SCHEMA = multipart_form(
     }
 )
 TRAIN_FORM_SCHEMA = multipart_form(
-    {k: v for k, v in TrainOptions.model_json_schema()["properties"].items() if k in TRAIN_FIELDS}, required=False
+    {k: v for k, v in TrainForm.model_json_schema()["properties"].items() if k in TRAIN_FIELDS}, required=False
 )
 
 
@@ -170,10 +170,10 @@ async def delete_images(dataset_id: str, body: ImagesDelete, services: ServicesD
     return await run_in_threadpool(datasets.delete_images, services, dataset_id, body.image_ids)
 
 
-def _train_options(form: FormData) -> TrainOptions:
+def _train_options(form: FormData) -> TrainForm:
     raw = {key: form.get(key) for key in TRAIN_FIELDS if form.get(key) not in (None, "")}
     try:
-        return TrainOptions.model_validate(raw)
+        return TrainForm.model_validate(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
 

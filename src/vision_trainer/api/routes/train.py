@@ -15,7 +15,7 @@ from ..answers import job_answer
 from ..deps import QueueDep, ServicesDep, SettingsDep
 from ..form_fields import FILES_PROP, multipart_form
 from ..multipart import WholeFormRoute
-from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainOptions
+from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainForm
 from ..uploads import (
     ARCHIVE_PROP,
     check_train_fields,
@@ -32,16 +32,16 @@ for _n in (1, 2):
     _class_props[f"label{_n}"] = {"type": "string", "description": f"Name of class {_n}."}
     _class_props[f"files{_n}"] = {**FILES_PROP, "description": f"Images of class {_n} (at least 2)."}
 TRAIN_FORM_SCHEMA = multipart_form(
-    {**_class_props, "archive": ARCHIVE_PROP, **TrainOptions.model_json_schema()["properties"]},
+    {**_class_props, "archive": ARCHIVE_PROP, **TrainForm.model_json_schema()["properties"]},
     description="More classes: label3/files3 … labelN/filesN, numbered without gaps. "
     "Instead of the class fields: `archive`, a zip, tar or tar.gz with one folder per class.",
 )
 
 
-def parse_options(form: FormData) -> TrainOptions:
-    raw = {key: form.get(key) for key in TrainOptions.model_fields if form.get(key) not in (None, "")}
+def parse_options(form: FormData) -> TrainForm:
+    raw = {key: form.get(key) for key in TrainForm.model_fields if form.get(key) not in (None, "")}
     try:
-        return TrainOptions.model_validate(raw)
+        return TrainForm.model_validate(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
 
@@ -78,7 +78,7 @@ async def train(request: Request, services: ServicesDep, queue: QueueDep, settin
             training.submit_training,
             services,
             queue,
-            training.TrainingRequest(
+            training.TrainingUpload(
                 labels=labels,
                 files=files,
                 options=training.TrainRequest(**options.model_dump(exclude={"wait", "skip_invalid"})),
