@@ -32,8 +32,9 @@ def dataset_snapshot(services: Services, dataset_id: str, *, unlabelled: bool) -
     Raises:
         NotFound: no such dataset.
     """
-    with services.db.session() as session:
-        dataset = repo.get_dataset(session, dataset_id=dataset_id)
+    # Under the write lock: a deletion running meanwhile is either all before this read or all after it.
+    with services.db.write_session() as session:
+        dataset = repo.lock_dataset(session, dataset_id=dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset with id {dataset_id!r}; GET /datasets lists them")
         images, _ = repo.list_images(session, dataset_id=dataset_id)
