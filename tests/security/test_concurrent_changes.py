@@ -63,11 +63,11 @@ def test_a_training_racing_the_datasets_deletion_queues_on_it_or_gets_404(live: 
             photos = [("files", (f"{i}.png", image_bytes(colour, noise=20, seed=round_ * 10 + i))) for i in range(2)]
             assert client.post(f"/datasets/{dataset_id}/images", data={"label": label}, files=photos).status_code == 200
 
-        def train() -> httpx.Response:
+        def train(dataset_id: str = dataset_id) -> httpx.Response:
             with httpx.Client(base_url=live.url, timeout=120) as own:
                 return own.post(f"/datasets/{dataset_id}/train", data={"epochs": "1", "augment_views": "0"})
 
-        def delete() -> httpx.Response:
+        def delete(dataset_id: str = dataset_id) -> httpx.Response:
             with httpx.Client(base_url=live.url, timeout=120) as own:
                 return own.delete(f"/datasets/{dataset_id}")
 
