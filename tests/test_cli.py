@@ -108,6 +108,13 @@ def test_train_predict_models_and_export(tmp_path: Path) -> None:
     exported = run(["export", model_id, "--format", "onnx", "-o", str(out)], data_dir)
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["size_bytes"] == out.stat().st_size > 1_000_000
+    # A bundled format: the command runs the export job itself and writes the verified zip.
+    bundle = tmp_path / "model-openvino.zip"
+    exported = run(["export", model_id, "--format", "openvino", "-o", str(bundle)], data_dir)
+    assert exported.returncode == 0, exported.stderr
+    verification = json.loads(exported.stdout)["verification"]
+    assert verification["ran"] and verification["max_probability_difference"] <= 1e-4
+    assert {"model.xml", "model.bin", "metadata.json", "README.txt"} <= set(zipfile.ZipFile(bundle).namelist())
 
     missing = run(["train", str(tmp_path / "nowhere")], data_dir)
     assert missing.returncode == 2 and missing.stdout == ""

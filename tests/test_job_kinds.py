@@ -66,7 +66,7 @@ def ended(job: dict) -> bool:
 
 
 def test_the_registry_names_the_kinds_and_refuses_a_second_of_one_name(services) -> None:
-    assert KINDS.list_kinds() == ["analyze", "count", "train"]
+    assert KINDS.list_kinds() == ["analyze", "count", "export", "train"]
     assert KINDS.resolve_kind(None).name == "train"  # rows written before kinds had names
     with pytest.raises(ValueError, match="registered already"):
         KINDS.register_kind(KINDS.resolve_kind("count"))

@@ -86,12 +86,22 @@ export async function blobUrl(path) {
 
 /** Save a protected file under `filename`. */
 export async function download(path, filename) {
-  const url = await blobUrl(path);
+  saveBlob(await (await send(path)).blob(), filename);
+}
+
+/** Offer a blob as a download named `filename`. */
+export function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
   const link = Object.assign(document.createElement("a"), { href: url, download: filename });
   document.body.append(link);
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** A successful response (any 2xx, e.g. 202 with a job) with the API key sent; ApiError otherwise. */
+export async function fetchOk(path) {
+  return send(path);
 }
 
 /**

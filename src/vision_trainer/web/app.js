@@ -7,6 +7,7 @@ import { ciText, cvText, forgetModel, modelDetail, roughWarning } from "./accura
 import { drawChart, parseEpochLine } from "./chart.js";
 import { compareModels, initCompare, setCompareDatasets, setCompareModels } from "./compare.js";
 import { copyBackbones, initDatasets, loadDatasets, openDataset } from "./datasets.js";
+import { EXPORT_FORMATS, exportModel } from "./exports.js";
 import { placeTrainOptions } from "./options.js";
 import { $, describe, fillConfusion, make, onDrop, percent, setError, show } from "./ui.js";
 
@@ -475,6 +476,7 @@ function renderModels(defaultId) {
       b.setAttribute("aria-label", `${aria || label}: ${model.name}`);
       b.addEventListener("click", () => handler().catch((error) => setError($("#models-error"), describe(error))));
       actions.append(b);
+      return b;
     };
     button("Try", async () => {
       state.model = model.model_id;
@@ -496,7 +498,18 @@ function renderModels(defaultId) {
       }
     });
     button("Checkpoint", () => download(`/models/${model.model_id}/checkpoint`, "trained_model.pth"), "Download the checkpoint");
-    button("ONNX", () => download(`/models/${model.model_id}/export?format=onnx`, `${model.model_id}.onnx`), "Download as ONNX");
+    const formats = make("select", { className: "export-format" }, { "aria-label": `Export format: ${model.name}` });
+    formats.append(...EXPORT_FORMATS.map(([value, label]) => make("option", { value, textContent: label })));
+    actions.append(formats);
+    const exportButton = button("Export", async () => {
+      exportButton.disabled = true;
+      try {
+        await exportModel(model.model_id, formats.value, (text) => { exportButton.textContent = text; });
+      } finally {
+        exportButton.disabled = false;
+        exportButton.textContent = "Export";
+      }
+    }, "Download in the chosen format");
     button("Delete", async () => {
       if (!confirm(`Delete “${model.name}” and its files? This cannot be undone.`)) return;
       await remove(`/models/${model.model_id}`);

@@ -9,19 +9,23 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from ...ml.converters import ConverterUnavailableError
 from ...ml.images import sniff_format
 from ...services import exports, models, report
 from ...services.errors import InvalidRequest
+from ..answers import job_answer
 from ..cache import shared_answer
-from ..deps import LimitQuery, OffsetQuery, ServicesDep, SettingsDep
+from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep, SettingsDep
+from ..errors import error_response
 from ..form_fields import multipart_form
 from ..multipart import FormLimits, StreamedForm, WholeFormRoute, streamed_form
-from ..schemas import ERROR_RESPONSES, DefaultModelSet, ModelList, ModelPublic, ModelRename, ModelSummary
+from ..schemas import ERROR_RESPONSES, DefaultModelSet, JobAccepted, ModelList, ModelPublic, ModelRename, ModelSummary
 from ..uploads import check_upload_room
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=WholeFormRoute)
 
 EXTENSIONS = {"onnx": "onnx", "torchscript": "pt"}
+ExportFormatName = Literal["onnx", "torchscript", "tflite", "tflite-int8", "openvino", "onnx-int8", "coreml"]
 
 
 @router.get("", response_model=ModelList, summary="List trained models, newest first")
@@ -170,19 +174,57 @@ async def report_png(model_id: str, services: ServicesDep) -> Response:
 @router.get(
     "/{model_id}/export",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
-    summary="The whole model as one ONNX or TorchScript file",
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "application/zip": {}},
+            "description": "onnx, torchscript: the file. Other formats: the verified zip, once it is built.",
+        },
+        202: {
+            "model": JobAccepted,
+            "description": "The export job building the zip (queued by this request or an earlier one); follow it "
+            "at status_url and ask again when it succeeded.",
+        },
+        **ERROR_RESPONSES,
+    },
+    summary="The whole model as ONNX or TorchScript, or as a verified LiteRT, OpenVINO, ONNX int8 or Core ML zip",
 )
 async def export_model(
     model_id: str,
     services: ServicesDep,
-    format: Literal["onnx", "torchscript"] = Query("onnx"),  # noqa: A002
-) -> FileResponse:
-    """Output: temperature-scaled logits (softmax gives /predict's confidences), dynamic batch axis.
-    Metadata (`vt.class_names`, `vt.mean`, `vt.std`, `vt.input_size`, `vt.resize_size`, `vt.backbone`)
-    in ONNX metadata props or TorchScript `_extra_files`. Checked against PyTorch before it is served."""
-    path = await run_in_threadpool(exports.export_file, services, model_id, format)
-    return FileResponse(path, media_type="application/octet-stream", filename=f"model-{model_id}.{EXTENSIONS[format]}")
+    queue: QueueDep,
+    format: ExportFormatName = Query("onnx"),  # noqa: A002
+) -> Response:
+    """Output: temperature-scaled logits (softmax gives /predict's confidences).
+
+    `onnx`, `torchscript`: one file with a dynamic batch axis, built in the request. Metadata (`vt.class_names`,
+    `vt.mean`, `vt.std`, `vt.input_size`, `vt.resize_size`, `vt.backbone`, `vt.temperature`) in ONNX metadata
+    props or TorchScript `_extra_files`. Checked against PyTorch before it is served.
+
+    `tflite`, `tflite-int8`, `openvino`, `onnx-int8`, `coreml`: a zip of the model file(s), `metadata.json`
+    (class names, preprocessing, temperature, backbone, the int8 input's scale and zero point, and the
+    verification figures) and `README.txt` (how to run it). Built by an `export` job: the first request answers
+    202 with the job, `GET /jobs/{job_id}` follows it, and the same request answers 200 with the zip once the
+    job succeeded (cached per model and format). Each is run in its own runtime on the model's test photos
+    against the server first (Core ML, which cannot run on Linux, is inspected instead); an int8 zip losing
+    more than one point of accuracy is refused: 422 `export_refused` with `verification`. A format whose
+    converter is not installed answers 422 `converter_unavailable` with the `pip` command that installs it."""
+    if format == "onnx" or format == "torchscript":
+        path = await run_in_threadpool(exports.export_file, services, model_id, format)
+        return FileResponse(
+            path, media_type="application/octet-stream", filename=f"model-{model_id}.{EXTENSIONS[format]}"
+        )
+    try:
+        state = await run_in_threadpool(exports.request_export, services, queue, model_id, format)
+    except exports.ExportRefused as exc:
+        return error_response(422, exc.detail, exc.code, verification=exc.figures)
+    except ConverterUnavailableError as exc:
+        return error_response(422, str(exc), exc.code, pip=exc.pip)
+    if state.path is not None:
+        return FileResponse(state.path, media_type="application/zip", filename=f"model-{model_id}-{format}.zip")
+    assert state.job is not None
+    answer = await job_answer(services, state.job, wait=False)
+    answer.headers["Retry-After"] = "2"
+    return answer
 
 
 def _image_type(header: bytes) -> str:

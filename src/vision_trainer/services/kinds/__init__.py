@@ -7,8 +7,9 @@ and one line below.
 from __future__ import annotations
 
 from ..work.kind import KindRegistry
-from . import analyze, train
+from . import analyze, export, train
 
 KINDS = KindRegistry()
 KINDS.register_kind(train.KIND)
 KINDS.register_kind(analyze.KIND)
+KINDS.register_kind(export.KIND)
