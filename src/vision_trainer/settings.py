@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     max_classes: int = Field(100, ge=2, le=1000, description="Most classes one training request may have.")
     max_batch_files: int = Field(256, ge=1, le=10_000, description="Most files in one POST /predict/batch.")
     model_cache_size: int = Field(4, ge=1, le=128, description="Trained models kept in memory for /predict.")
+    reject_novel: bool = Field(
+        False,
+        description='Answer "unknown" for photos unlike every training photo (novel) when a /predict request '
+        "does not say (its reject_novel field).",
+    )
     feature_cache_mb: float = Field(
         2048,
         gt=0,
