@@ -10,17 +10,20 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..ml.backbones import pretrained_backbone, resolve_backbone
+from ..ml.backbones import pretrained_backbone, resolve_backbone, weights_available
 from ..ml.data import LabelledImage, stable_split
+from ..ml.errors import UnknownBackboneError
 from ..ml.extraction import plain_features
 from ..ml.fit import single_threaded
 from ..ml.hooks import TrainingHooks
 from ..ml.images import open_image
-from ..ml.insights import Insights, analyze, class_balance, duplicate_kind, image_fingerprint
+from ..ml.insights import Insights, analyze, class_balance, cross_validated_accuracy, duplicate_kind, image_fingerprint
+from ..ml.learning_curve import LearningCurve, advice
 from ..ml.recipe import Compute, Recipe, recipe_field
 from ..store import datasets as datasets_repo
 from ..store import repository as repo
 from ..store.tables import Job
+from .backbones import AUTO, auto_candidates
 from .context import Services
 from .errors import NotFound
 from .queue import JobQueue
@@ -29,9 +32,13 @@ from .submit import check_queue_room, queue_job
 from .training import TrainRequest
 from .views import iso
 
-# One fixed backbone for every analysis, so similarity scores mean the same on every dataset; it is the
-# one that always works offline, and the fastest.
+# One fixed backbone for near-duplicates and outliers, so similarity scores mean the same on every dataset;
+# it is the one that always works offline, and the fastest. The out-of-fold heads (suspects, suggestions,
+# learning curve) train on the best features the dataset has instead (``probe_backbone``).
 INSIGHTS_BACKBONE = "efficientnet_lite0"
+# Within this k-fold accuracy of the best, the cheaper candidate probes (ties never depend on timing, so a
+# second analysis of the same version picks the same backbone).
+PROBE_TIE = 0.005
 FINGERPRINT_KEY = "pixels16"
 RECOMMENDED_PER_CLASS = 20
 SHOWN = 200  # longest list kept per kind (the page shows the top ones first)
@@ -45,6 +52,10 @@ class AnalyzeParams(BaseModel):
 
     backbone: str = INSIGHTS_BACKBONE
     backbone_note: str = f"Analysis on {INSIGHTS_BACKBONE} features"
+    # The backbone whose features the out-of-fold heads train on: the one the dataset's latest model used,
+    # else ``auto`` (the candidate with the best k-fold accuracy); ``None`` (jobs queued before) = ``backbone``.
+    probe_backbone: str | None = None
+    probe_candidates: list[str] = []
     seed: int = recipe_field("seed")
     test_split: float = TrainRequest.model_fields["test_split"].default
 
@@ -58,6 +69,7 @@ def submit_analysis(services: Services, queue: JobQueue, dataset_id: str) -> dic
     """
     snapshot = dataset_snapshot(services, dataset_id, unlabelled=True)
     check_queue_room(services)
+    params = _analyze_params(services, dataset_id)
     return queue_job(
         services,
         queue,
@@ -65,9 +77,33 @@ def submit_analysis(services: Services, queue: JobQueue, dataset_id: str) -> dic
         version=snapshot.version,
         class_names=snapshot.class_names,
         inputs=snapshot.inputs,
-        params=AnalyzeParams(),
+        params=params,
         kind="analyze",
     )
+
+
+def _analyze_params(services: Services, dataset_id: str) -> AnalyzeParams:
+    """Which features the analysis probes: the latest model's backbone (its weights still here), else auto."""
+    allow = services.settings.download_weights
+    with services.db.session() as session:
+        models = datasets_repo.models_of(session, dataset_id=dataset_id)
+    for model in models:
+        try:
+            spec = resolve_backbone(model.backbone)
+        except UnknownBackboneError:  # a model imported with a backbone this server does not know
+            continue
+        if weights_available(spec, allow_download=allow):
+            note = (
+                f"Analysis on {INSIGHTS_BACKBONE} features; suspects on {spec.name}, the backbone of the latest model"
+            )
+            return AnalyzeParams(probe_backbone=spec.name, backbone_note=note)
+        break
+    candidates = auto_candidates(services.settings) or [INSIGHTS_BACKBONE]
+    note = (
+        f"Analysis on {INSIGHTS_BACKBONE} features; suspects on the best of {', '.join(candidates)} "
+        "by cross-validated accuracy (no model of this dataset yet)"
+    )
+    return AnalyzeParams(probe_backbone=AUTO, probe_candidates=candidates, backbone_note=note)
 
 
 def get_insights(services: Services, dataset_id: str) -> dict[str, Any]:
@@ -88,31 +124,44 @@ def get_insights(services: Services, dataset_id: str) -> dict[str, Any]:
 def run_analysis(
     services: Services, job: Job, params: AnalyzeParams, compute: Compute, hooks: TrainingHooks
 ) -> dict[str, Any]:
-    """Compute the insights of a job's snapshot and store them on the dataset. Returns a summary."""
+    """Compute the insights of a job's snapshot and store them on the dataset. Returns a summary.
+
+    Deterministic: the photos are taken in image-id order, the features come from the cache, the folds and
+    draws are seeded and the heads fit on one torch thread, so the same version gives the same insights.
+    """
     started = time.monotonic()
     spec = resolve_backbone(params.backbone)
     files = services.files
-    paths = files.dataset_images(job.dataset_id, [i["image_id"] for i in job.inputs])  # type: ignore[arg-type]
-    present = [(i, path) for i, path in zip(job.inputs, paths) if path.is_file()]
+    inputs = sorted(job.inputs, key=lambda i: str(i["image_id"]))
+    paths = files.dataset_images(job.dataset_id, [i["image_id"] for i in inputs])  # type: ignore[arg-type]
+    present = [(i, path) for i, path in zip(inputs, paths) if path.is_file()]
     items = [LabelledImage(path, i["label"], i["sha256"], i["filename"]) for i, path in present]
-    backbone = pretrained_backbone(spec, allow_download=compute.allow_download)
-    x, _ = plain_features(spec, backbone, items, Recipe(seed=params.seed), compute, hooks, services.features)
-    features = x.cpu().numpy()
+
+    def features_on(name: str) -> np.ndarray:
+        chosen = resolve_backbone(name)
+        backbone = pretrained_backbone(chosen, allow_download=compute.allow_download)
+        x, _ = plain_features(chosen, backbone, items, Recipe(seed=params.seed), compute, hooks, services.features)
+        return x.cpu().numpy()
+
+    features = features_on(spec.name)
     labels = np.array([item.label for item in items], dtype=np.int64)
-    hooks.progress("evaluating", 0, 1, None)
-    fingerprints = np.stack([_fingerprint(services, item) for item in items]) if items else None
-    with single_threaded():  # small matrices: one torch thread is faster (0.8 s vs 2.5 s on 1,000 photos)
-        found = analyze(features, labels, len(job.class_names), fingerprints=fingerprints)
+    with single_threaded():  # small matrices: one torch thread is faster, and a fixed count keeps sums exact
+        probe_name, selection = _probe_backbone(params, features, labels, features_on)
+        probe = features if probe_name == spec.name else features_on(probe_name)
+        hooks.progress("evaluating", 0, 1, None)
+        fingerprints = np.stack([_fingerprint(services, item) for item in items]) if items else None
+        found = analyze(features, labels, len(job.class_names), fingerprints=fingerprints, probe_features=probe)
     insights = _view(job, params, present, items, found)
+    insights.update(probe_backbone=probe_name, backbone_selection=selection)
     insights["seconds"] = round(time.monotonic() - started, 3)
     with services.db.session() as session:
         dataset = datasets_repo.get_dataset(session, dataset_id=job.dataset_id, for_update=True)  # type: ignore[arg-type]
         if dataset is not None:
             dataset.insights = insights
     hooks.log(
-        f"Insights: {len(insights['suspect_labels'])} suspect label(s), {len(insights['near_duplicates'])} "
-        f"near-duplicate group(s), {len(insights['outliers'])} outlier(s), {len(insights['suggestions'])} "
-        f"suggestion(s) for unlabelled photos, in {insights['seconds']:.2f} s"
+        f"Insights: {len(insights['suspect_labels'])} suspect label(s) (on {probe_name} features), "
+        f"{len(insights['near_duplicates'])} near-duplicate group(s), {len(insights['outliers'])} outlier(s), "
+        f"{len(insights['suggestions'])} suggestion(s) for unlabelled photos, in {insights['seconds']:.2f} s"
     )
     return {
         "images": len(items),
@@ -120,7 +169,28 @@ def run_analysis(
         "near_duplicates": len(insights["near_duplicates"]),
         "outliers": len(insights["outliers"]),
         "cv_accuracy": insights["cv_accuracy"],
+        "probe_backbone": probe_name,
     }
+
+
+def _probe_backbone(
+    params: AnalyzeParams, features: np.ndarray, labels: np.ndarray, features_on: Any
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """The backbone the out-of-fold heads train on, and with ``auto`` every candidate's k-fold accuracy."""
+    if params.probe_backbone is None:
+        return params.backbone, None
+    if params.probe_backbone != AUTO:
+        return params.probe_backbone, None
+    labelled = labels >= 0
+    if len(np.unique(labels[labelled])) < 2 or len(params.probe_candidates) < 2:
+        return (params.probe_candidates or [params.backbone])[0], None
+    scores: list[tuple[str, float]] = []
+    for name in params.probe_candidates:
+        x = features if name == params.backbone else features_on(name)
+        scores.append((name, cross_validated_accuracy(x[labelled], labels[labelled], seed=params.seed).mean))
+    best = max(score for _, score in scores)
+    chosen = next(name for name, score in scores if score >= best - PROBE_TIE)  # cheapest first
+    return chosen, [{"backbone": name, "cv_accuracy": score} for name, score in scores]
 
 
 def _fingerprint(services: Services, item: LabelledImage) -> np.ndarray:
@@ -181,6 +251,7 @@ def _view(
                 "label": label(s.label),
                 "suggested_label": label(s.suggested_label),
                 "confidence": s.confidence,
+                "score": s.score,
             }
             for s in found.suspects[:SHOWN]
         ],
@@ -211,5 +282,19 @@ def _view(
         "cv_accuracy": None
         if found.cv_accuracy is None
         else {"mean": found.cv_accuracy.mean, "std": found.cv_accuracy.std, "folds": list(found.cv_accuracy.folds)},
+        "learning_curve": _curve_view(found.learning_curve, names),
         "warnings": [*found.warnings, *(w.message for w in balance.warnings)],
+    }
+
+
+def _curve_view(curve: LearningCurve | None, names: list[str]) -> dict[str, Any] | None:
+    if curve is None:
+        return None
+    return {
+        "overall": [{"photos": n, "accuracy": a} for n, a in curve.overall],
+        "per_class": {
+            names[c]: [{"photos": n, "recall": r} for n, r in points] for c, points in curve.per_class.items()
+        },
+        "projection": [{"photos": n, "accuracy": a} for n, a in curve.projection],
+        "advice": advice(curve, names),
     }

@@ -27,7 +27,7 @@ from .duplicates import (
 )
 from .outlier import Outlier, OutlierOptions, neighbour_scores, outlier_scores, outliers
 from .suggestions import Suggestion, label_suggestions
-from .suspects import Suspect, suspect_labels
+from .suspects import Suspect, suspect_labels, suspect_ranking
 
 __all__ = [
     "CONFIRMED_MIN_SIMILARITY",
@@ -58,4 +58,5 @@ __all__ = [
     "outlier_scores",
     "outliers",
     "suspect_labels",
+    "suspect_ranking",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..learning_curve import LearningCurve, learning_curve
 from ..linear_probe import CvAccuracy, HeadOptions, out_of_fold
 from .duplicates import DuplicateGroup, near_duplicate_groups
 from .outlier import Outlier, OutlierOptions, outlier_scores, outliers
@@ -20,8 +21,7 @@ class InsightOptions:
     folds: int = 5
     seed: int = 0
     head: HeadOptions = field(default_factory=HeadOptions)
-    suspect_max_given_probability: float = 0.2
-    suspect_min_confidence: float = 0.5
+    learning_curve: bool = True
     duplicate_min_similarity: float | None = None
     min_fingerprint_similarity: float = 0.75
     outlier: OutlierOptions = field(default_factory=OutlierOptions)
@@ -33,7 +33,8 @@ class InsightOptions:
 class Insights:
     """What ``analyze`` found; every index refers to a row of the features it was given.
 
-    ``cv_accuracy`` and ``temperature`` are ``None`` and 1.0 when fewer than two classes have labelled photos.
+    ``cv_accuracy``, ``temperature`` and ``learning_curve`` are ``None``, 1.0 and ``None`` when fewer than two
+    classes have labelled photos.
     ``warnings`` say when a list deserves less trust than usual.
     """
 
@@ -44,6 +45,7 @@ class Insights:
     cv_accuracy: CvAccuracy | None
     temperature: float
     warnings: tuple[str, ...] = ()
+    learning_curve: LearningCurve | None = None
 
 
 # Below this k-fold accuracy most listed suspects are ambiguous photos, not wrong labels: on flowers5
@@ -66,15 +68,23 @@ def analyze(
     num_classes: int,
     *,
     fingerprints: np.ndarray | None = None,
+    probe_features: np.ndarray | None = None,
     options: InsightOptions = InsightOptions(),
 ) -> Insights:
-    """Suspect labels, near-duplicates, outliers and suggestions for one dataset's cached features.
+    """Suspect labels, near-duplicates, outliers, suggestions and the learning curve of one dataset's features.
+
+    Every step is deterministic: the same rows in the same order give the same lists, scores and order
+    (seeded folds and draws, stable sorts; run it on a fixed number of torch threads).
 
     Args:
-        features: ``[N, F]`` plain-view features of every photo of the dataset (one backbone).
+        features: ``[N, F]`` plain-view features of every photo of the dataset on the backbone whose
+            similarity thresholds were measured (near-duplicates and outliers are found there).
         labels: ``[N]`` class indices, -1 for unlabelled photos.
         num_classes: Number of classes (some may have no labelled photo yet).
         fingerprints: Optional ``[N, D]`` ``image_fingerprint`` rows, to confirm duplicates on the pixels.
+        probe_features: Optional ``[N, F2]`` features of the same photos that classify them best (the
+            backbone the dataset's models use); the out-of-fold heads behind suspects, suggestions and the
+            learning curve train on them. Default: ``features``.
         options: Thresholds and folds.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -83,21 +93,18 @@ def analyze(
     suspects: list[Suspect] = []
     suggestions: list[Suggestion] = []
     cv, temperature = None, 1.0
+    curve = None
+    probe = features if probe_features is None else probe_features
     if len(np.unique(labels[labelled])) >= 2:
-        result = out_of_fold(
-            features[labelled], labels[labelled], num_classes, folds=options.folds, seed=options.seed, head=options.head
-        )
-        cv, temperature = CvAccuracy.of(result.fold_accuracies(labels[labelled])), result.temperature
-        found = suspect_labels(
-            result.probabilities(),
-            labels[labelled],
-            max_given_probability=options.suspect_max_given_probability,
-            min_confidence=options.suspect_min_confidence,
-        )
-        suspects = [replace(s, index=int(labelled[s.index])) for s in found]
-        suggestions = [
-            replace(s, index=int(unlabelled[s.index])) for s in label_suggestions(result, features[unlabelled])
-        ]
+        x, y = probe[labelled], labels[labelled]
+        result = out_of_fold(x, y, num_classes, folds=options.folds, seed=options.seed, head=options.head)
+        cv, temperature = CvAccuracy.of(result.fold_accuracies(y)), result.temperature
+        suspects = [replace(s, index=int(labelled[s.index])) for s in suspect_labels(result.probabilities(), y)]
+        suggestions = [replace(s, index=int(unlabelled[s.index])) for s in label_suggestions(result, probe[unlabelled])]
+        if options.learning_curve and np.bincount(y).max() >= 4:
+            curve = learning_curve(
+                x, y, num_classes, folds=options.folds, seed=options.seed, head=options.head, full=result
+            )
     duplicates = near_duplicate_groups(
         features,
         min_similarity=options.duplicate_min_similarity,
@@ -106,4 +113,4 @@ def analyze(
     )
     scores = outlier_scores(features, labels, options.outlier)
     found_outliers = outliers(scores, min_score=options.outlier_min_score, max_fraction=options.outlier_max_fraction)
-    return Insights(suspects, duplicates, found_outliers, suggestions, cv, temperature, _warnings(cv, suspects))
+    return Insights(suspects, duplicates, found_outliers, suggestions, cv, temperature, _warnings(cv, suspects), curve)
