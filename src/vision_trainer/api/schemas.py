@@ -136,11 +136,37 @@ class RankedLabel(BaseModel):
     confidence: float
 
 
+class NoveltyPublic(BaseModel):
+    score: float = Field(description="Cosine distance of the photo's features to its 5th nearest training photo.")
+    threshold: float = Field(
+        description="Calibrated on the model's held-out training photos: 5 % of in-distribution photos score above it."
+    )
+    novel: bool = Field(description='score > threshold: unlike the training photos ("unknown" with reject_novel).')
+
+
+class HeatmapPublic(BaseModel):
+    label: str = Field(description="The label the map explains (the most likely one).")
+    grid: list[list[float]] = Field(
+        description="Class activation map over the region the model saw, rows top to bottom, values 0-1."
+    )
+    box: list[int] = Field(
+        description="[left, top, right, bottom] of the region the model saw, in the uploaded image's pixels "
+        "(after EXIF rotation)."
+    )
+    png: str = Field(description="Base64 PNG of that region with the map laid over it.")
+
+
+NOVELTY_FIELD = Field(None, description="null when the model cannot have it (novelty_note says why).")
+
+
 class PredictionPublic(BaseModel):
     prediction: str
     confidence: float
     model_id: str
     top_k: list[RankedLabel]
+    novelty: NoveltyPublic | None = NOVELTY_FIELD
+    novelty_note: str | None = None
+    heatmap: HeatmapPublic | None = Field(None, description="With explain=true.")
 
 
 class BatchItem(BaseModel):
@@ -148,6 +174,9 @@ class BatchItem(BaseModel):
     prediction: str | None = None
     confidence: float | None = None
     top_k: list[RankedLabel] | None = None
+    novelty: NoveltyPublic | None = NOVELTY_FIELD
+    novelty_note: str | None = None
+    heatmap: HeatmapPublic | None = None
     error: dict[str, str] | None = None
 
 
@@ -301,6 +330,12 @@ class SuspectLabel(BaseModel):
     label: str | None
     suggested_label: str | None
     confidence: float = Field(description="How sure heads that never saw this photo are of the suggested label.")
+    score: float | None = Field(
+        None,
+        description="1 - the probability heads that never saw the photo give its label: higher = more likely wrong "
+        "(the list is ranked by it; its length comes from confident learning's per-class thresholds). "
+        "null in insights computed before scores existed.",
+    )
 
 
 class NearDuplicates(BaseModel):
@@ -331,6 +366,27 @@ class LabelSuggestion(BaseModel):
     confidence: float
 
 
+class CurvePoint(BaseModel):
+    photos: int
+    accuracy: float
+
+
+class ClassCurvePoint(BaseModel):
+    photos: int = Field(description="Labelled photos of the class.")
+    recall: float
+
+
+class LearningCurvePublic(BaseModel):
+    overall: list[CurvePoint] = Field(
+        description="k-fold accuracy on 25/50/75/100 % of the labelled photos (photos = labelled photos used)."
+    )
+    per_class: dict[str, list[ClassCurvePoint]]
+    projection: list[CurvePoint] = Field(
+        description="The fitted inverse power law beyond the dataset's size (up to 4 times it)."
+    )
+    advice: list[str]
+
+
 class InsightsPublic(BaseModel):
     dataset_version: int = Field(description="The version analyzed.")
     current_version: int
@@ -346,4 +402,9 @@ class InsightsPublic(BaseModel):
     class_balance: dict[str, Any]
     suggestions: list[LabelSuggestion]
     cv_accuracy: dict[str, Any] | None
+    probe_backbone: str | None = Field(
+        None, description="The backbone whose features the out-of-fold heads (suspects, suggestions, curve) used."
+    )
+    backbone_selection: list[dict[str, Any]] | None = None
+    learning_curve: LearningCurvePublic | None = None
     warnings: list[str]

@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from .backbones import BackboneSpec, create_backbone, freeze, resolve_backbone
+from .cam import (
+    MapForward,
+    build_map_forward,
+    class_activation_maps,
+    feature_map_layer,
+    grad_cams,
+)
 from .data import Normalizer, plain_view
 from .errors import CheckpointError
+from .novelty import Novelty
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
 
 
@@ -86,13 +95,15 @@ class Predictor:
         runtime: RuntimeOptions,
     ) -> Predictor:
         extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=runtime)
-        return cls(
+        predictor = cls(
             extractor,
             head,
             class_names=checkpoint["class_names"],
             preprocessing=checkpoint.get("preprocessing") or spec.preprocessing(),
             temperature=checkpoint.get("temperature") or 1.0,
         )
+        predictor.module, predictor.spec, predictor.runtime = backbone, spec, runtime  # for heatmaps (explain)
+        return predictor
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Class probabilities ``[len(images), classes]`` (temperature-scaled softmax).
@@ -119,3 +130,66 @@ class Predictor:
             [(self.class_names[i], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
             for row_v, row_i in zip(values, indices)
         ]
+
+    # --- trust: the features behind a prediction (novelty) and where the model looked (ml.cam) ----------
+    # Set by ``_assemble``: the backbone's torch module (the extractor may be an ONNX session), its spec and
+    # the runtime, so that heatmaps come from the same network. ``None`` for a predictor built by hand.
+    module: nn.Module | None = None
+    spec: BackboneSpec | None = None
+    runtime: RuntimeOptions = RuntimeOptions()
+    _maps: MapForward | None = None
+    # Set by whoever loads the model: its training photos' reference, or why it has none.
+    novelty: Novelty | None = None
+    novelty_note: str | None = None
+
+    def features_and_probabilities(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``self.extractor`` gives for each image (``[N, F]``, the features novelty is measured on) and
+        the class probabilities ``[N, C]``, in batches of the extractor's size."""
+        features, logits = [], []
+        size = self.extractor.batch_size
+        for start in range(0, len(images), size):
+            batch = self.normalize(torch.stack([self.transform(image) for image in images[start : start + size]]))
+            with torch.inference_mode():
+                x = self.extractor(batch).cpu().float()
+                features.append(x)
+                logits.append(self.head(x) / self.temperature)
+        return torch.cat(features), torch.softmax(torch.cat(logits), dim=1)
+
+    def explain(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Features, probabilities and, for each image's most likely class, its class activation map
+        ``[N, h, w]`` (values 0-1) on the backbone's last feature map, from one forward pass per batch.
+
+        Exact CAM for the linear head on the pooled map; Grad-CAM through the torch module otherwise.
+
+        Raises:
+            ValueError: the predictor has no backbone module to explain (built by hand).
+        """
+        if self.module is None or self.spec is None:
+            raise ValueError("this predictor has no backbone module to explain")
+        maps_forward = self._map_forward()
+        features, probabilities, maps = [], [], []
+        size = self.extractor.batch_size
+        for start in range(0, len(images), size):
+            batch = self.normalize(torch.stack([self.transform(image) for image in images[start : start + size]]))
+            x, fmap = maps_forward(batch)
+            with torch.inference_mode():
+                p = torch.softmax(self.head(x.float()) / self.temperature, dim=1)
+            classes = p.argmax(dim=1).tolist()
+            weight = getattr(self.head, "weight", None)
+            if isinstance(self.head, nn.Linear) and weight is not None and weight.shape[1] == fmap.shape[1]:
+                maps.append(class_activation_maps(fmap, weight.detach(), classes))
+            else:
+                layer = feature_map_layer(self.module, self.spec.input_size)
+                maps.append(grad_cams(self.module, layer, self.head, batch, classes))
+            features.append(x.float())
+            probabilities.append(p)
+        return torch.cat(features), torch.cat(probabilities), np.concatenate(maps)
+
+    def _map_forward(self) -> MapForward:
+        if self._maps is None:
+            if self.module is None or self.spec is None:
+                raise ValueError("this predictor has no backbone module to explain")
+            self._maps = build_map_forward(
+                self.module, name=self.spec.name, input_size=self.spec.input_size, options=self.runtime
+            )
+        return self._maps

@@ -23,6 +23,16 @@ TopKField = Annotated[int | None, Form(ge=1, description="Ranked labels to retur
 MinConfidenceField = Annotated[
     float, Form(ge=0.0, le=1.0, description='Below this top confidence the prediction is "unknown".')
 ]
+RejectNovelField = Annotated[
+    bool | None,
+    Form(
+        description='Answer "unknown" for photos unlike every training photo (novelty.novel); '
+        "default: the server's VT_REJECT_NOVEL (off unless set)."
+    ),
+]
+ExplainField = Annotated[
+    bool, Form(description="Add a heatmap of where the model looked (class activation map of the predicted label).")
+]
 
 
 @contextmanager
@@ -49,7 +59,7 @@ async def read_limited(file: UploadFile, max_bytes: int) -> bytes:
     return await file.read()
 
 
-OPTION_FIELDS = ("model_id", "top_k", "min_confidence")
+OPTION_FIELDS = ("model_id", "top_k", "min_confidence", "reject_novel", "explain")
 
 
 @router.post(
@@ -66,9 +76,12 @@ async def predict(
     model_id: ModelIdField = None,
     top_k: TopKField = None,
     min_confidence: MinConfidenceField = 0.0,
+    reject_novel: RejectNovelField = None,
+    explain: ExplainField = False,
 ) -> Any:
-    """Answers `prediction` and `confidence` (the seed's names; temperature-calibrated) plus `model_id`
-    and `top_k`. 409 `no_model` before any model exists; 415/413/422 for files that are not usable
+    """Answers `prediction` and `confidence` (the seed's names; temperature-calibrated) plus `model_id`,
+    `top_k` and `novelty` (`{score, threshold, novel}`, or null with `novelty_note`); with `explain=true`
+    a `heatmap`. 409 `no_model` before any model exists; 415/413/422 for files that are not usable
     images; 503 `busy` when VT_MAX_INFLIGHT_PREDICTIONS predictions are already running."""
     with prediction_slot(request), request.app.state.metrics.timed_prediction("predict"):
         data = await read_limited(file, services.settings.max_file_bytes)
@@ -79,6 +92,8 @@ async def predict(
             model_id=model_id or None,
             top_k=top_k,
             min_confidence=min_confidence,
+            reject_novel=reject_novel,
+            explain=explain,
         )
 
 
@@ -96,6 +111,8 @@ async def predict_batch(
     model_id: ModelIdField = None,
     top_k: TopKField = None,
     min_confidence: MinConfidenceField = 0.0,
+    reject_novel: RejectNovelField = None,
+    explain: ExplainField = False,
 ) -> Any:
     """One entry per file, in order; a file that is not a usable image gets `error: {code, detail}`
     in its place without failing the others."""
@@ -116,4 +133,6 @@ async def predict_batch(
             model_id=model_id or None,
             top_k=top_k,
             min_confidence=min_confidence,
+            reject_novel=reject_novel,
+            explain=explain,
         )

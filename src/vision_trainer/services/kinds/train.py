@@ -22,6 +22,7 @@ from ...store.files import remove_tree
 from ...store.tables import Job
 from ..backbones import AUTO, auto_candidates
 from ..context import Services
+from ..novelty import model_novelty
 from ..training import TrainParams
 from ..work.kind import JobContext
 
@@ -141,17 +142,26 @@ def _save_model(context: Context, result: TrainResult, *, removed: int, split: S
     spec = resolve_backbone(params.backbone)
     model_id = uuid.uuid4().hex
     path = services.files.head_path(model_id)
+    # --- novelty (services.novelty): the training photos' features, so predictions can say "unknown";
+    # also sets result.metrics["novelty"] (how many test photos it would flag) before the metrics are stored.
+    novelty = model_novelty(
+        services, spec, split.train, split.test, result.metrics, params.recipe(), compute_options(services)
+    )
+    # --- end of novelty
     save_checkpoint(
         path,
-        build_head_checkpoint(
-            head_state_dict=result.head_state,
-            class_names=job.class_names,
-            backbone=spec.name,
-            backbone_fingerprint=result.backbone_fingerprint,
-            preprocessing=spec.preprocessing(),
-            temperature=result.temperature,
-            metrics=result.metrics,
-        ),
+        {
+            **build_head_checkpoint(
+                head_state_dict=result.head_state,
+                class_names=job.class_names,
+                backbone=spec.name,
+                backbone_fingerprint=result.backbone_fingerprint,
+                preprocessing=spec.preprocessing(),
+                temperature=result.temperature,
+                metrics=result.metrics,
+            ),
+            **novelty,
+        },
     )
     stored = params.model_dump()
 
