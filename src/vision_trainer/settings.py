@@ -69,9 +69,12 @@ class Settings(BaseSettings):
         "when they are not there yet (needs network access).",
     )
     device: str = Field("auto", description="'auto' (cuda:0 when available, else cpu), 'cpu' or 'cuda:N'.")
-    runtime: Literal["auto", "onnx", "torch"] = Field(
+    runtime: Literal["auto", "onnx", "openvino", "openvino-bf16", "torch"] = Field(
         "auto",
-        description="Backbone runtime: 'auto' = ONNX Runtime on the CPU (PyTorch on CUDA), or force one.",
+        description="Backbone runtime for prediction and feature extraction: 'auto' = the fastest installed one "
+        "on the CPU that keeps accuracy (ml.runtime.AUTO_ORDER; PyTorch on CUDA), or one by name: 'onnx' (ONNX "
+        "Runtime), 'openvino' (OpenVINO float32), 'openvino-bf16' (OpenVINO bfloat16, CPUs with AVX-512 BF16 or "
+        "AMX), 'torch'.",
     )
     cache_dir: Path | None = Field(None, description="Exported ONNX backbones; default: <data dir>/cache.")
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Training jobs run at once by the local runner.")

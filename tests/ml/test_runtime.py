@@ -18,10 +18,48 @@ from vision_trainer.ml.runtime import OnnxExtractor, RuntimeOptions, build_extra
 pytest.importorskip("onnxruntime")
 
 
-def test_auto_runtime_is_onnx_on_cpu_and_torch_on_cuda() -> None:
-    assert resolve_runtime("auto", "cpu") == "onnx"
+def test_auto_runtime_is_the_first_available_on_cpu_and_torch_on_cuda(monkeypatch) -> None:
+    from vision_trainer.ml import runtime
+
+    expected = "openvino-bf16" if runtime.openvino_available() and runtime.cpu_has_bf16() else "onnx"
+    assert resolve_runtime("auto", "cpu") == expected
     assert resolve_runtime("auto", "cuda:0") == "torch"
     assert resolve_runtime("torch", "cpu") == "torch"
+    assert resolve_runtime("onnx", "cpu") == "onnx"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # a CPU without bf16: float32 ONNX Runtime
+    assert resolve_runtime("auto", "cpu") == "onnx"
+    with pytest.raises(ValueError, match="AVX-512 BF16"):
+        resolve_runtime("openvino-bf16", "cpu")
+
+
+@pytest.mark.parametrize("kind", ["openvino", "openvino-bf16"])
+def test_openvino_features_match_onnx_runtime(kind: str, tmp_path: Path) -> None:
+    from vision_trainer.ml.runtime import OpenVinoExtractor, runtime_available
+
+    if not runtime_available(kind):
+        pytest.skip(f"{kind} cannot run here (openvino missing, or no bf16 on this CPU)")
+    spec = resolve_backbone("efficientnet_lite0")
+    backbone = freeze(create_backbone(spec, num_classes=None, pretrained=True))
+    batch = torch.stack(
+        [
+            eval_transform(spec.preprocessing())(
+                open_image(image_bytes((40 * i, 120, 200 - 40 * i), size=160, noise=40, seed=i))
+            )
+            for i in range(4)
+        ]
+    )
+    options = RuntimeOptions("onnx", cache_dir=tmp_path)
+    reference = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=options)(batch)
+    other = build_extractor(
+        backbone, name=spec.name, input_size=spec.input_size, options=RuntimeOptions(kind, cache_dir=tmp_path)
+    )
+    assert isinstance(other, OpenVinoExtractor) and len(list(tmp_path.glob("*.onnx"))) == 1  # the same file
+    features = other(batch)
+    cosine = torch.nn.functional.cosine_similarity(features, reference, dim=1)
+    if kind == "openvino":
+        assert torch.allclose(features, reference, rtol=1e-4, atol=1e-3)
+    else:  # bfloat16 keeps 8 bits of mantissa: close in direction, not in the last digits
+        assert cosine.min() > 0.98 and not torch.equal(features, reference)
 
 
 @pytest.mark.parametrize("name", list_backbones())
