@@ -76,6 +76,9 @@ def test_insights_relabel_and_compare(open_page, server: Server) -> None:
     shown = [suspects.nth(i).get_attribute("data-image-id") for i in range(suspects.count())]
     assert shown == [s["image_id"] for s in insights["suspect_labels"][: len(shown)]]  # most suspect first
     thumbnails_loaded(page, "[data-testid=suspect]")
+    assert page.testid("suspect-score").count() == suspects.count()
+    assert page.locator("[data-testid=learning-curve] svg").count() == 1 + len(insights["learning_curve"]["per_class"])
+    assert page.testid("curve-advice").locator("li").count() == len(insights["learning_curve"]["advice"])
     found = [s for s in insights["suspect_labels"] if s["filename"] in planted]
     assert found, f"no planted cat among the suspects: {insights['suspect_labels']}"
     target = found[0]

@@ -64,6 +64,8 @@ def test_make_classes_train_watch_and_try(open_page, server) -> None:
         "() => ['cat', 'dog'].includes(document.querySelector('[data-testid=prediction-label]').innerText)"
     )
     assert page.locator("#top-k li").count() == 2
+    page.testid("novelty").filter(has_text="Like the training photos").wait_for()
+    page.locator("#heatmap img[src^='data:image/png;base64,']").wait_for()
     page.locator("#min-confidence").fill("1")
     page.locator("#min-confidence").dispatch_event("change")
     page.wait_for_function("() => document.querySelector('[data-testid=prediction-label]').innerText === 'unknown'")

@@ -304,7 +304,10 @@ async function showResult(modelId) {
     const img = Object.assign(document.createElement("img"), { alt: `A ${item.true} photo predicted as ${item.predicted}` });
     const caption = document.createElement("figcaption");
     caption.textContent = `${item.true} → ${item.predicted} (${percent(item.confidence)})`;
-    figure.append(img, caption);
+    const why = make("button", { type: "button", className: "small", textContent: "Where it looked" },
+      { "data-testid": "explain-mistake" });
+    why.addEventListener("click", () => explainMistake(modelId, item, img, why));
+    figure.append(img, caption, why);
     thumbs.append(figure);
     blobUrl(`/models/${modelId}/images/${item.image_id}`).then((url) => { img.src = url; }).catch(() => img.remove());
   }
@@ -378,12 +381,16 @@ async function predict(file) {
   form.append("file", file, file.name || "photo.png");
   if (state.model) form.append("model_id", state.model);
   form.append("min_confidence", $("#min-confidence").value);
+  form.append("reject_novel", $("#reject-novel").checked ? "true" : "false");
+  form.append("explain", $("#explain").checked ? "true" : "false");
   setError($("#predict-error"), "");
   $("#prediction-label").textContent = "…";
   try {
     const answer = await postForm("/predict", form);
     $("#prediction-label").textContent = answer.prediction;
     $("#prediction-label").classList.toggle("unknown", answer.prediction === "unknown");
+    showNovelty(answer);
+    showHeatmap($("#heatmap"), answer.heatmap);
     $("#top-k").replaceChildren(...answer.top_k.map((entry) => {
       const li = document.createElement("li");
       li.innerHTML = '<span class="bar-label"></span><span class="bar"><span class="fill"></span></span><span class="bar-value"></span>';
@@ -396,6 +403,48 @@ async function predict(file) {
     $("#prediction-label").textContent = "";
     $("#top-k").replaceChildren();
     setError($("#predict-error"), describe(error));
+  }
+}
+
+/** Whether the photo looks like the training photos: its novelty score against the model's threshold. */
+function showNovelty(answer) {
+  const line = $("#novelty");
+  const novelty = answer.novelty;
+  line.textContent = novelty
+    ? (novelty.novel
+      ? `Unlike the training photos (novelty ${novelty.score.toFixed(3)} > ${novelty.threshold.toFixed(3)}): `
+        + "the model has not seen anything like it, so its answer means little."
+      : `Like the training photos (novelty ${novelty.score.toFixed(3)} ≤ ${novelty.threshold.toFixed(3)}).`)
+    : `Novelty unavailable: ${answer.novelty_note || "this model cannot tell"}`;
+  line.classList.toggle("warning", Boolean(novelty?.novel));
+  show(line);
+}
+
+/** The heatmap overlay of an answer (explain=true) in `figure`, or hide it. */
+function showHeatmap(figure, heatmap) {
+  show(figure, Boolean(heatmap));
+  if (!heatmap) return;
+  $("img", figure).src = `data:image/png;base64,${heatmap.png}`;
+  $("figcaption", figure).textContent = `Where the model looked for "${heatmap.label}" (the part of the photo it saw; `
+    + "red = most evidence)";
+}
+
+/** Swap a misclassified test photo for its heatmap: what the model looked at when it got it wrong. */
+async function explainMistake(modelId, item, img, button) {
+  button.disabled = true;
+  try {
+    const response = await fetch(`/models/${modelId}/images/${item.image_id}`, { credentials: "same-origin" });
+    const form = new FormData();
+    form.append("file", await response.blob(), item.filename || "photo.jpg");
+    form.append("model_id", modelId);
+    form.append("explain", "true");
+    const answer = await postForm("/predict", form);
+    img.src = `data:image/png;base64,${answer.heatmap.png}`;
+    img.alt = `Where the model looked when it said ${answer.heatmap.label}`;
+    button.remove();
+  } catch (error) {
+    button.disabled = false;
+    button.title = describe(error);
   }
 }
 

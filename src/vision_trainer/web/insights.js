@@ -147,6 +147,57 @@ function render() {
   renderOutliers(insights.outliers);
   renderBalance(insights.class_balance);
   renderSuggestions(insights.suggestions);
+  renderCurve(insights.learning_curve);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgNode(name, attrs = {}, text) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** One small chart: measured points (solid) and, for the overall curve, the projection (dashed). */
+function curveChart(title, measured, projected = []) {
+  const width = 240, height = 150, left = 34, right = 10, top = 22, bottom = 24;
+  const all = [...measured, ...projected];
+  const maxX = Math.max(...all.map((p) => p.photos), 1);
+  const values = all.map((p) => p.value);
+  const low = Math.max(0, Math.floor((Math.min(...values) - 0.05) * 10) / 10);
+  const x = (n) => left + (n / maxX) * (width - left - right);
+  const y = (v) => top + (1 - (v - low) / Math.max(1e-6, 1 - low)) * (height - top - bottom);
+  const svg = svgNode("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "curve-svg" });
+  svg.append(svgNode("title", {}, `${title}: ${measured.map((p) => `${p.photos} photos ${p.value.toFixed(2)}`).join(", ")}`));
+  svg.append(svgNode("text", { x: left, y: 14, class: "axis" }, title));
+  for (const tick of [low, (low + 1) / 2, 1]) {
+    svg.append(svgNode("line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), class: "grid" }));
+    svg.append(svgNode("text", { x: left - 4, y: y(tick) + 4, class: "axis", "text-anchor": "end" }, tick.toFixed(2)));
+  }
+  svg.append(svgNode("text", { x: width - right, y: height - 6, class: "axis", "text-anchor": "end" }, `${maxX} photos`));
+  const line = (points, className) => svgNode("polyline",
+    { points: points.map((p) => `${x(p.photos).toFixed(1)},${y(p.value).toFixed(1)}`).join(" "), class: className });
+  if (projected.length) svg.append(line([measured.at(-1), ...projected], "line-projection"));
+  svg.append(line(measured, "line-test"));
+  for (const p of measured) svg.append(svgNode("circle", { cx: x(p.photos), cy: y(p.value), r: 3, class: "line-test" }));
+  return svg;
+}
+
+function renderCurve(curve) {
+  const advice = part(".curve-advice");
+  const charts = part(".curves");
+  if (!curve) {
+    advice.replaceChildren(make("li", { className: "muted", textContent: "Needs labelled photos of two classes or more." }));
+    charts.replaceChildren();
+    return;
+  }
+  advice.replaceChildren(...curve.advice.map((line) => make("li", { textContent: line })));
+  const overall = curve.overall.map((p) => ({ photos: p.photos, value: p.accuracy }));
+  const projected = curve.projection.map((p) => ({ photos: p.photos, value: p.accuracy }));
+  charts.replaceChildren(curveChart("all classes: accuracy", overall, projected),
+    ...Object.entries(curve.per_class).map(([label, points]) =>
+      curveChart(`${label}: recall`, points.map((p) => ({ photos: p.photos, value: p.recall })))));
 }
 
 function renderStatus(insights) {
@@ -220,7 +271,9 @@ function renderSuspects(suspects) {
     change.append(make("span", { className: "was", textContent: item.label }), " → ",
       make("strong", { textContent: item.suggested_label }));
     const card = finding("suspect", item, [change,
-      make("span", { className: "muted small", textContent: `${percent(item.confidence)} sure it is ${item.suggested_label}` })]);
+      make("span", { className: "muted small", textContent: `${percent(item.confidence)} sure it is ${item.suggested_label}` }),
+      ...(item.score == null ? [] : [make("span", { className: "score small", textContent: `score ${item.score.toFixed(2)}` },
+        { "data-testid": "suspect-score", title: "1 − the probability the rest of the data gives this label" })])]);
     return actions(card,
       action(`Relabel as ${item.suggested_label}`, () => relabel(item, item.suggested_label),
         { "data-testid": "suspect-relabel", "aria-label": `Relabel ${item.filename} as ${item.suggested_label}` }),
