@@ -54,7 +54,7 @@ def test_the_flags_of_the_readme_and_the_tests_keep_working() -> None:
         "--skip-invalid",
     )
     request = TrainRequest.model_validate(model_values(args, TrainRequest))
-    assert request.model_dump() == {
+    assert request.model_dump(exclude_unset=True) == {
         "epochs": 3,
         "backbone": "efficientnet_lite0",
         "test_split": 0.25,

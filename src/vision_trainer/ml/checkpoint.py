@@ -202,9 +202,12 @@ def build_head_checkpoint(
     preprocessing: Mapping[str, Any],
     temperature: float = 1.0,
     metrics: Mapping[str, Any] | None = None,
+    feature_stages: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A model as stored: the checkpoint of ``build_checkpoint`` with only the head's weights, and the
-    fingerprint of the shared backbone weights it was trained on (format 2)."""
+    fingerprint of the shared backbone weights it was trained on (format 2). A head that reads pooled
+    stages after the final features names them in ``feature_stages`` (``ml.depths``); a head of the final
+    features alone has no such key, so its full checkpoint stays the seed's shape."""
     checkpoint = build_checkpoint(
         model_state_dict=head_state_dict,
         class_names=class_names,
@@ -215,6 +218,8 @@ def build_head_checkpoint(
     )
     checkpoint["head_state_dict"] = checkpoint.pop("model_state_dict")
     checkpoint.update(format_version=HEAD_FORMAT_VERSION, backbone_fingerprint=backbone_fingerprint)
+    if feature_stages:
+        checkpoint["feature_stages"] = list(feature_stages)
     return checkpoint
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .backbones import create_backbone, freeze, resolve_backbone
+from .classifier import classifier_module
 from .data import Normalizer, plain_view
 from .errors import MLError
 from .metrics import softmax
@@ -57,10 +57,8 @@ def export_metadata(checkpoint: Mapping[str, Any]) -> dict[str, str]:
 
 
 def scaled_model(checkpoint: Mapping[str, Any]) -> TemperatureScaled:
-    spec = resolve_backbone(checkpoint["backbone"])
-    model = create_backbone(spec, num_classes=len(checkpoint["class_names"]), pretrained=False)
-    model.load_state_dict(checkpoint["model_state_dict"])
-    return TemperatureScaled(freeze(model), float(checkpoint.get("temperature") or 1.0)).eval()
+    """The whole model (its pooled stages included, ``ml.classifier``) with the temperature applied."""
+    return TemperatureScaled(classifier_module(checkpoint), float(checkpoint.get("temperature") or 1.0)).eval()
 
 
 def export_model(checkpoint: Mapping[str, Any], path: Path, fmt: ExportFormat) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from .backbones import BackboneSpec
 from .data import LabelledImage, Normalizer, augment_view, plain_view
+from .depths import DepthLayout, depth_extractor, depth_layout, extractor_name
 from .features import CachedExtraction, FeatureCache, ViewSet
 from .hooks import TrainingHooks
 from .recipe import Compute, Recipe
@@ -27,10 +28,12 @@ def backbone_fingerprint(spec: BackboneSpec, backbone: nn.Module) -> str:
     return f"{spec.name}-{frozen_module_hash(backbone)[:16]}"
 
 
-def features_fingerprint(weights: str, runtime: RuntimeOptions) -> str:
-    """Names the features a backbone gives: its weights and where it runs (ONNX Runtime, PyTorch on the
-    CPU or on CUDA give features that differ in the last digits)."""
-    return f"{weights}-{runtime.kind}-{runtime.device.split(':')[0]}"
+def features_fingerprint(weights: str, runtime: RuntimeOptions, layout: DepthLayout | None = None) -> str:
+    """Names the features a backbone gives: its weights, which depths are pooled into them (``ml.depths``)
+    and where it runs (ONNX Runtime, PyTorch on the CPU or on CUDA give features that differ in the last
+    digits)."""
+    depths = "" if layout is None or not layout.stages else f"-{layout.tag()}"
+    return f"{weights}{depths}-{runtime.kind}-{runtime.device.split(':')[0]}"
 
 
 def cached_extraction(
@@ -48,7 +51,12 @@ def cached_extraction(
     def build() -> FeatureExtractor:
         if not extractor:
             extractor.append(
-                build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=compute.runtime)
+                build_extractor(
+                    module := depth_extractor(spec, backbone),
+                    name=extractor_name(spec, module),
+                    input_size=spec.input_size,
+                    options=compute.runtime,
+                )
             )
         return extractor[0]
 
@@ -86,8 +94,9 @@ def plain_features(
     hooks: TrainingHooks = TrainingHooks(),
     cache: FeatureCache | None = None,
 ) -> Features:
-    """Plain-view (resize + centre crop) features of ``items`` through the cache: ``([N, F], [N] labels)``."""
-    fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), compute.runtime)
+    """Plain-view (resize + centre crop) features of ``items`` through the cache: ``([N, F], [N] labels)``,
+    in ``depth_layout(spec)`` (the final features first, then the pooled stages)."""
+    fingerprint = features_fingerprint(backbone_fingerprint(spec, backbone), compute.runtime, depth_layout(spec))
     extraction = cached_extraction(spec, backbone, fingerprint, compute, hooks, cache)
     prep = spec.preprocessing()
     views = ViewSet(plain_view(prep), augment_view(prep), 0, recipe.seed)

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from .runtime import RuntimeOptions
 
 ClassWeighting = Literal["none", "balanced"]
+FeatureDepth = Literal["final", "stages"]
 
 
 class Recipe(BaseModel):
@@ -47,6 +48,12 @@ class Recipe(BaseModel):
     )
     class_weighting: ClassWeighting = Field(
         "none", description="balanced: every class weighs the same in the loss, however many photos it has."
+    )
+    depth: FeatureDepth = Field(
+        "stages",
+        description="stages: the head reads the backbone's final features and the pooled outputs of the "
+        "stages its registry entry names (one forward pass; better on photos unlike ImageNet); final: the "
+        "final features only.",
     )
     lr: float = Field(0.01, gt=0, le=10, description="Learning rate of the head's SGD.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of the head's SGD.")

@@ -16,6 +16,7 @@ from torch import nn
 from .backbones import BackboneSpec, create_backbone, freeze, pretrained_backbone
 from .crossval import cross_validate
 from .data import LabelledImage, Split, validation_fold
+from .depths import depth_layout, fold_scale
 from .errors import InvalidDatasetError
 from .evaluation import evaluate, report_uncertainty
 from .extraction import (
@@ -68,6 +69,7 @@ class TrainResult:
     backbone_fingerprint: str = ""
     validation_items: list[LabelledImage] = field(default_factory=list)
     fit_items: list[LabelledImage] = field(default_factory=list)
+    feature_stages: list[str] = field(default_factory=list)  # pooled stages the head reads after the final features
 
 
 def train_classifier(
@@ -100,7 +102,7 @@ def train_classifier(
     else:
         backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
     weights = backbone_fingerprint(spec, backbone)
-    fingerprint = features_fingerprint(weights, compute.runtime)
+    fingerprint = features_fingerprint(weights, compute.runtime, depth_layout(spec))
     # A validation fold is only carved out to stop early; the temperature comes from out-of-fold heads.
     parts = (
         validation_fold(split.train, fraction=recipe.validation_fraction, seed=recipe.seed)
@@ -129,9 +131,13 @@ def _train_head(
         extraction, spec, [parts.train, parts.test, split.test], recipe, hooks
     )
     hooks.log(f"Features: {extraction.computed} computed, {extraction.reused} reused")
+    layout = depth_layout(spec)
+    columns = layout.columns(recipe.depth)
+    factors = layout.scale(x_fit, recipe.depth)
+    x_fit, x_val, x_test = (_columns(x, columns) * factors for x in (x_fit, x_val, x_test))
 
     torch.manual_seed(recipe.seed)
-    head = nn.Linear(spec.feature_size, len(class_names)).to(x_fit.device)
+    head = nn.Linear(columns, len(class_names)).to(x_fit.device)
     weights_per_class = class_weights(y_fit, len(class_names)) if recipe.class_weighting == "balanced" else None
     watch = (x_val, y_val) if recipe.early_stopping and len(y_val) else None
 
@@ -164,10 +170,14 @@ def _train_head(
         calibration={**metrics["calibration"], "fitted_on": "out_of_fold" if cv else "validation_fold"},
     )
     report_uncertainty(metrics, hooks)
+    metrics["feature_depth"] = {"depth": recipe.depth, "columns": columns, "layout": layout.tag()}
+    with torch.no_grad():  # the head reads raw features from here on: the scale goes into its weights
+        head.weight.copy_(fold_scale(head.weight, factors))
     return TrainResult(
         head_state={
             f"{spec.head_attr}.{key}": value.detach().cpu().clone() for key, value in head.state_dict().items()
         },
+        feature_stages=list(layout.stages_for(recipe.depth)),
         history=history,
         metrics=metrics,
         temperature=temperature,
@@ -175,6 +185,11 @@ def _train_head(
         validation_items=list(parts.test),
         fit_items=list(parts.train),
     )
+
+
+def _columns(x: torch.Tensor, columns: int) -> torch.Tensor:
+    """The first ``columns`` of every feature row (an empty set of features has none at all)."""
+    return x[:, :columns] if len(x) else x.new_zeros((0, columns))
 
 
 def auto_backbone(
@@ -195,7 +210,10 @@ def auto_backbone(
     """
 
     def extract(spec: BackboneSpec, backbone: nn.Module, items: Sequence[LabelledImage]) -> Features:
-        return plain_features(spec, backbone, items, recipe, compute, hooks, cache)
+        x, y = plain_features(spec, backbone, items, recipe, compute, hooks, cache)
+        layout = depth_layout(spec)  # the columns and scale the head would train on
+        x = _columns(x, layout.columns(recipe.depth))
+        return x * layout.scale(x, recipe.depth), y
 
     chosen, candidates, why = select_backbone(specs, split.train, len(class_names), extract, recipe)
     return chosen, [c.row() for c in candidates], why

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..ml.recipe import ClassWeighting, Recipe, recipe_field
+from ..ml.recipe import ClassWeighting, FeatureDepth, Recipe, recipe_field
 from .backbones import AUTO, choose_backbone
 from .context import Services
 from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, incoming_size
@@ -52,6 +52,7 @@ class TrainRequest(BaseModel):
     )
     early_stopping: bool = recipe_field("early_stopping")
     class_weighting: ClassWeighting = recipe_field("class_weighting")
+    depth: FeatureDepth = recipe_field("depth")
 
 
 class TrainParams(TrainRequest):
@@ -72,8 +73,6 @@ class TrainParams(TrainRequest):
     def recipe(self) -> Recipe:
         """The recipe the head trains with."""
         return Recipe.model_validate(self.model_dump(include=set(Recipe.model_fields)))
-
-
 
 
 def check_train_request(values: Mapping[str, Any]) -> TrainRequest:

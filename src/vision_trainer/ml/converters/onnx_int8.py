@@ -91,7 +91,8 @@ def quantize_onnx(
 
     prepared = target.with_name(f".prepared-{target.name}")
     try:
-        quant_pre_process(str(source), str(prepared))
+        # ONNX shape inference suffices for a CNN; the symbolic pass gives up on the pooled stages' concat.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(target),
