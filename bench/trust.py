@@ -305,10 +305,13 @@ def analysis_row(sets: dict[str, Any], features: Any, repeats: int = 3) -> dict[
     insights.suspect_labels(np.full((2, 2), 0.5), np.array([0, 1]))  # cleanlab's import, once per process
     for _ in range(repeats):
         started = time.perf_counter()
-        with single_threaded():
-            scores = {b: cross_validated_accuracy(probes[b], noisy).mean for b in BACKBONES}
+        with single_threaded():  # as run_analysis: each candidate's out-of-fold heads, the winner's reused
+            results = {b: out_of_fold(probes[b], noisy, 5) for b in BACKBONES}
+            scores = {b: float(np.mean(r.fold_accuracies(noisy))) for b, r in results.items()}
             best = max(BACKBONES, key=lambda b: scores[b])
-            found = insights.analyze(probes[LITE0], noisy, 5, probe_features=probes[best])
+            found = insights.analyze(
+                probes[LITE0], noisy, 5, probe_features=probes[best], probe_out_of_fold=results[best]
+            )
         seconds.append(time.perf_counter() - started)
     return {
         "photos": len(noisy),

@@ -6,9 +6,9 @@ enough to extrapolate a few-fold (Figueroa et al., "Predicting sample size requi
 performance", 2012; Hestness et al., "Deep learning scaling is predictable, empirically", 2017). Each
 measured point is the k-fold accuracy (and per-class recall) of the linear probe on a stratified share of
 the photos; the shares are nested (a larger one holds the smaller), and the shares below the whole are
-drawn ``repeats`` times and averaged, because one draw of a quarter of a small dataset is noisy (four draws
-instead of two brought the worst projection from half a dataset from 3.2 to 2.6 points off the real accuracy,
-bench/trust.py).
+drawn up to ``repeats`` times and averaged, because one draw of a quarter of a small dataset is noisy (four
+draws of the smallest share instead of two brought the worst projection from half a dataset from 3.2 to 2.6
+points off the real accuracy, bench/trust.py).
 """
 
 from __future__ import annotations
@@ -134,10 +134,13 @@ def learning_curve(
     """
     labels = np.asarray(labels, dtype=np.int64)
     sums: dict[float, list[tuple[float, np.ndarray, np.ndarray]]] = {f: [] for f in fractions}
+    smallest = min(fractions)
     for draw in range(repeats):
         for fraction, rows in zip(fractions, nested_shares(labels, fractions, seed + draw)):
-            if fraction >= 1.0 and draw > 0:
-                continue  # the whole dataset is the same in every draw
+            # Larger shares overlap more from draw to draw, so they vary less: the smallest gets ``repeats``
+            # draws, the others fewer in proportion to what they leave out (25/50/75 %: 4, 3, 2), the whole one.
+            if draw >= math.ceil(repeats * (1.0 - fraction) / (1.0 - smallest) - 1e-9) and draw > 0:
+                continue
             if fraction >= 1.0 and full is not None:
                 result = full
             else:

@@ -17,8 +17,17 @@ from ..ml.extraction import plain_features
 from ..ml.fit import single_threaded
 from ..ml.hooks import TrainingHooks
 from ..ml.images import open_image
-from ..ml.insights import Insights, analyze, class_balance, cross_validated_accuracy, duplicate_kind, image_fingerprint
+from ..ml.insights import (
+    CvAccuracy,
+    InsightOptions,
+    Insights,
+    analyze,
+    class_balance,
+    duplicate_kind,
+    image_fingerprint,
+)
 from ..ml.learning_curve import LearningCurve, advice
+from ..ml.linear_probe import OutOfFold, out_of_fold
 from ..ml.recipe import Compute, Recipe, recipe_field
 from ..store import datasets as datasets_repo
 from ..store import repository as repo
@@ -146,11 +155,18 @@ def run_analysis(
     features = features_on(spec.name)
     labels = np.array([item.label for item in items], dtype=np.int64)
     with single_threaded():  # small matrices: one torch thread is faster, and a fixed count keeps sums exact
-        probe_name, selection = _probe_backbone(params, features, labels, features_on)
+        probe_name, selection, probed = _probe_backbone(params, features, labels, len(job.class_names), features_on)
         probe = features if probe_name == spec.name else features_on(probe_name)
         hooks.progress("evaluating", 0, 1, None)
         fingerprints = np.stack([_fingerprint(services, item) for item in items]) if items else None
-        found = analyze(features, labels, len(job.class_names), fingerprints=fingerprints, probe_features=probe)
+        found = analyze(
+            features,
+            labels,
+            len(job.class_names),
+            fingerprints=fingerprints,
+            probe_features=probe,
+            probe_out_of_fold=probed,
+        )
     insights = _view(job, params, present, items, found)
     insights.update(probe_backbone=probe_name, backbone_selection=selection)
     insights["seconds"] = round(time.monotonic() - started, 3)
@@ -174,23 +190,28 @@ def run_analysis(
 
 
 def _probe_backbone(
-    params: AnalyzeParams, features: np.ndarray, labels: np.ndarray, features_on: Any
-) -> tuple[str, list[dict[str, Any]] | None]:
-    """The backbone the out-of-fold heads train on, and with ``auto`` every candidate's k-fold accuracy."""
+    params: AnalyzeParams, features: np.ndarray, labels: np.ndarray, num_classes: int, features_on: Any
+) -> tuple[str, list[dict[str, Any]] | None, OutOfFold | None]:
+    """The backbone the out-of-fold heads train on; with ``auto`` also every candidate's k-fold accuracy and
+    the winner's out-of-fold result (``analyze`` reuses it)."""
     if params.probe_backbone is None:
-        return params.backbone, None
+        return params.backbone, None, None
     if params.probe_backbone != AUTO:
-        return params.probe_backbone, None
+        return params.probe_backbone, None, None
     labelled = labels >= 0
     if len(np.unique(labels[labelled])) < 2 or len(params.probe_candidates) < 2:
-        return (params.probe_candidates or [params.backbone])[0], None
-    scores: list[tuple[str, float]] = []
+        return (params.probe_candidates or [params.backbone])[0], None, None
+    options = InsightOptions()
+    results: list[tuple[str, float, OutOfFold]] = []
     for name in params.probe_candidates:
         x = features if name == params.backbone else features_on(name)
-        scores.append((name, cross_validated_accuracy(x[labelled], labels[labelled], seed=params.seed).mean))
-    best = max(score for _, score in scores)
-    chosen = next(name for name, score in scores if score >= best - PROBE_TIE)  # cheapest first
-    return chosen, [{"backbone": name, "cv_accuracy": score} for name, score in scores]
+        result = out_of_fold(
+            x[labelled], labels[labelled], num_classes, folds=options.folds, seed=options.seed, head=options.head
+        )
+        results.append((name, CvAccuracy.of(result.fold_accuracies(labels[labelled])).mean, result))
+    best = max(score for _, score, _ in results)
+    chosen = next(r for r in results if r[1] >= best - PROBE_TIE)  # cheapest first
+    return chosen[0], [{"backbone": name, "cv_accuracy": score} for name, score, _ in results], chosen[2]
 
 
 def _fingerprint(services: Services, item: LabelledImage) -> np.ndarray:

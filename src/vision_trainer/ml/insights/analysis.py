@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..learning_curve import LearningCurve, learning_curve
-from ..linear_probe import CvAccuracy, HeadOptions, out_of_fold
+from ..linear_probe import CvAccuracy, HeadOptions, OutOfFold, out_of_fold
 from .duplicates import DuplicateGroup, near_duplicate_groups
 from .outlier import Outlier, OutlierOptions, outlier_scores, outliers
 from .suggestions import Suggestion, label_suggestions
@@ -69,6 +69,7 @@ def analyze(
     *,
     fingerprints: np.ndarray | None = None,
     probe_features: np.ndarray | None = None,
+    probe_out_of_fold: OutOfFold | None = None,
     options: InsightOptions = InsightOptions(),
 ) -> Insights:
     """Suspect labels, near-duplicates, outliers, suggestions and the learning curve of one dataset's features.
@@ -97,7 +98,9 @@ def analyze(
     probe = features if probe_features is None else probe_features
     if len(np.unique(labels[labelled])) >= 2:
         x, y = probe[labelled], labels[labelled]
-        result = out_of_fold(x, y, num_classes, folds=options.folds, seed=options.seed, head=options.head)
+        result = probe_out_of_fold or out_of_fold(
+            x, y, num_classes, folds=options.folds, seed=options.seed, head=options.head
+        )
         cv, temperature = CvAccuracy.of(result.fold_accuracies(y)), result.temperature
         suspects = [replace(s, index=int(labelled[s.index])) for s in suspect_labels(result.probabilities(), y)]
         suggestions = [replace(s, index=int(unlabelled[s.index])) for s in label_suggestions(result, probe[unlabelled])]
