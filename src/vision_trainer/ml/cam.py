@@ -2,7 +2,8 @@
 
 For a linear head on globally pooled features the map is exact (Zhou et al., "Learning Deep Features for
 Discriminative Localization", 2016): the logit of class c is ``mean_ij(sum_k w_ck A_kij) + b_c``, so
-``sum_k w_ck A_k`` is how much each place of the photo added to it. When the head's input is not that
+``sum_k w_ck A_k`` is how much each place of the photo added to it. Features that follow the final ones
+with pooled earlier stages add evidence of their own; the map shows the final features' share. When the head's input is not that
 pooled map alone (tuned layers, features from several depths) the weights come from the gradient of the
 logit instead (Grad-CAM, Selvaraju et al., 2017), which for the plain linear head gives the same map.
 
@@ -161,6 +162,17 @@ def _export(wrapped: nn.Module, path: Path, input_size: int) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def pools_map(features: torch.Tensor, feature_map: torch.Tensor) -> bool:
+    """Whether the first columns of ``features`` are ``feature_map`` average-pooled (the final features of
+    a frozen backbone, alone or followed by pooled earlier stages): then a linear head's weights over those
+    columns give the exact class activation map."""
+    channels = feature_map.shape[1]
+    if features.ndim != 2 or features.shape[1] < channels:
+        return False
+    pooled = feature_map.float().mean(dim=(2, 3))
+    return bool(torch.allclose(features[:, :channels].float(), pooled, rtol=1e-3, atol=1e-4))
 
 
 def class_activation_maps(feature_map: torch.Tensor, weight: torch.Tensor, classes: Sequence[int]) -> np.ndarray:

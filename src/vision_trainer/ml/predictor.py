@@ -17,6 +17,7 @@ from .cam import (
     class_activation_maps,
     feature_map_layer,
     grad_cams,
+    pools_map,
 )
 from .data import Normalizer, plain_view
 from .errors import CheckpointError
@@ -159,7 +160,8 @@ class Predictor:
         """Features, probabilities and, for each image's most likely class, its class activation map
         ``[N, h, w]`` (values 0-1) on the backbone's last feature map, from one forward pass per batch.
 
-        Exact CAM for the linear head on the pooled map; Grad-CAM through the torch module otherwise.
+        Exact CAM for a linear head whose first inputs are the pooled map (the final features, alone or
+        followed by pooled earlier stages); Grad-CAM through the torch module otherwise.
 
         Raises:
             ValueError: the predictor has no backbone module to explain (built by hand).
@@ -176,8 +178,8 @@ class Predictor:
                 p = torch.softmax(self.head(x.float()) / self.temperature, dim=1)
             classes = p.argmax(dim=1).tolist()
             weight = getattr(self.head, "weight", None)
-            if isinstance(self.head, nn.Linear) and weight is not None and weight.shape[1] == fmap.shape[1]:
-                maps.append(class_activation_maps(fmap, weight.detach(), classes))
+            if isinstance(self.head, nn.Linear) and weight is not None and pools_map(x, fmap):
+                maps.append(class_activation_maps(fmap, weight.detach()[:, : fmap.shape[1]], classes))
             else:
                 layer = feature_map_layer(self.module, self.spec.input_size)
                 maps.append(grad_cams(self.module, layer, self.head, batch, classes))
