@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .backbones import BackboneSpec, create_backbone, freeze, resolve_backbone
+from .backbones import BackboneSpec, freeze, resolve_backbone
 from .cam import (
     MapForward,
     build_map_forward,
@@ -19,8 +19,9 @@ from .cam import (
     grad_cams,
     pools_map,
 )
+from .classifier import classifier_parts, feature_module, feature_stages, head_layer
 from .data import Normalizer, plain_view
-from .errors import CheckpointError
+from .depths import depth_extractor, extractor_name
 from .novelty import Novelty
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
 
@@ -55,36 +56,27 @@ class Predictor:
         Raises:
             CheckpointError: the state dict does not fit the named backbone.
         """
-        spec = resolve_backbone(checkpoint.get("backbone") or "resnet18")
-        class_names = checkpoint["class_names"]
-        model = create_backbone(spec, num_classes=len(class_names), pretrained=False)
-        try:
-            model.load_state_dict(checkpoint["model_state_dict"])
-        except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"weights do not fit backbone {spec.name!r}: {exc}") from None
-        head = getattr(model, spec.head_attr)
-        setattr(model, spec.head_attr, nn.Identity())
-        return cls._assemble(freeze(model), head, checkpoint, spec, runtime)
+        spec, features, head = classifier_parts(checkpoint)
+        return cls._assemble(features, head, checkpoint, spec, runtime)
 
     @classmethod
     def from_head(
         cls, head_checkpoint: Mapping[str, Any], backbone: nn.Module, *, runtime: RuntimeOptions = RuntimeOptions()
     ) -> Predictor:
         """A stored head on the shared frozen ``backbone`` (see ``backbones.pretrained_backbone``), so
-        serving many models keeps one copy of the backbone in memory.
+        serving many models keeps one copy of the backbone in memory. The features come from the same
+        module training extracted them with (``depths.depth_extractor``); a head of the final features
+        reads their first columns.
 
         Raises:
             CheckpointError: the head does not fit the backbone.
         """
         spec = resolve_backbone(head_checkpoint["backbone"])
-        class_names = head_checkpoint["class_names"]
-        head = nn.Linear(spec.feature_size, len(class_names))
-        prefix = f"{spec.head_attr}."
-        try:
-            head.load_state_dict({k.removeprefix(prefix): v for k, v in head_checkpoint["head_state_dict"].items()})
-        except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"head does not fit backbone {spec.name!r}: {exc}") from None
-        return cls._assemble(backbone, head, head_checkpoint, spec, runtime)
+        head = head_layer(spec, head_checkpoint["head_state_dict"], len(head_checkpoint["class_names"]))
+        stages = feature_stages(head_checkpoint, spec, head)
+        shared = not stages or stages == spec.feature_stages
+        features = depth_extractor(spec, backbone) if shared else feature_module(spec, backbone, stages)
+        return cls._assemble(features, head, head_checkpoint, spec, runtime)
 
     @classmethod
     def _assemble(
@@ -95,7 +87,9 @@ class Predictor:
         spec: BackboneSpec,
         runtime: RuntimeOptions,
     ) -> Predictor:
-        extractor = build_extractor(backbone, name=spec.name, input_size=spec.input_size, options=runtime)
+        extractor = build_extractor(
+            backbone, name=extractor_name(spec, backbone), input_size=spec.input_size, options=runtime
+        )
         predictor = cls(
             extractor,
             head,

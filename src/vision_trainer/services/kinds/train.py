@@ -159,6 +159,7 @@ def _save_model(context: Context, result: TrainResult, *, removed: int, split: S
                 preprocessing=spec.preprocessing(),
                 temperature=result.temperature,
                 metrics=result.metrics,
+                feature_stages=result.feature_stages,
             ),
             **novelty,
         },
