@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASETS, class_folders, report, train_in_process  # noqa: E402
+from common import DATASETS, class_folders, held_out_accuracy, report, train_in_process  # noqa: E402
 
 from vision_trainer.ml.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.services import models, training  # noqa: E402
 from vision_trainer.services.context import Services  # noqa: E402
@@ -45,16 +44,6 @@ def held_out(name: str) -> tuple[Photos, Photos]:
     )
 
 
-def accuracy(predictor: Predictor, photos: Photos) -> float:
-    hits = total = 0
-    for label, paths in photos.items():
-        for start in range(0, len(paths), 32):
-            images = [open_image(p, draft_size=predictor.resize_size) for p in paths[start : start + 32]]
-            hits += sum(ranked[0][0] == label for ranked in predictor.predict(images, top_k=1))
-            total += len(images)
-    return hits / total
-
-
 def run(train: Photos, val: Photos, options: training.TrainRequest, folder: Path) -> dict[str, Any]:
     services = Services.create(Settings(_env_file=None, data_dir=folder / "data", cache_dir=folder / "cache"))
     try:
@@ -63,7 +52,7 @@ def run(train: Photos, val: Photos, options: training.TrainRequest, folder: Path
         save_checkpoint(checkpoint, models.model_checkpoint(services, job["model_id"]))
         started = time.perf_counter()
         predictor = Predictor.from_checkpoint(load_checkpoint(checkpoint), runtime=services.runtime)
-        held = accuracy(predictor, val)
+        held = held_out_accuracy(predictor, val)
         metrics = job["metrics"]
         return {
             "held_out_accuracy": round(held, 4),

@@ -141,3 +141,17 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def held_out_accuracy(predictor: Any, photos: dict[str, list[Path]]) -> float:
+    """Top-1 accuracy of a ``Predictor`` on photos neither training nor testing saw (class -> paths),
+    through the serving path in batches of 32."""
+    from vision_trainer.ml.images import open_image
+
+    hits = total = 0
+    for label, paths in photos.items():
+        for start in range(0, len(paths), 32):
+            images = [open_image(p, draft_size=predictor.resize_size) for p in paths[start : start + 32]]
+            hits += sum(ranked[0][0] == label for ranked in predictor.predict(images, top_k=1))
+            total += len(images)
+    return hits / total

@@ -20,13 +20,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASETS, class_folders, report, train_in_process  # noqa: E402
+from common import DATASETS, class_folders, held_out_accuracy, report, train_in_process  # noqa: E402
 from naive_seed import train_and_evaluate_model  # noqa: E402
 
 from vision_trainer.ml.backbones import create_backbone, freeze, resolve_backbone  # noqa: E402
 from vision_trainer.ml.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from vision_trainer.ml.data import LabelledImage, stratified_split  # noqa: E402
-from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import OnnxExtractor, RuntimeOptions, TorchExtractor, build_extractor  # noqa: E402
 from vision_trainer.services import models, training  # noqa: E402
@@ -73,14 +72,7 @@ def naive(data: dict[str, list[Path]], *, epochs: int, backbone: str, save_to: P
 
 def val_accuracy(checkpoint_path: Path, val: dict[str, list[Path]], runtime: RuntimeOptions) -> float:
     """Accuracy on photos neither run saw, through the serving path (Predictor)."""
-    predictor = Predictor.from_checkpoint(load_checkpoint(checkpoint_path), runtime=runtime)
-    hits = total = 0
-    for label, paths in val.items():
-        for start in range(0, len(paths), 32):
-            images = [open_image(p, draft_size=predictor.resize_size) for p in paths[start : start + 32]]
-            hits += sum(ranked[0][0] == label for ranked in predictor.predict(images, top_k=1))
-            total += len(images)
-    return hits / total
+    return held_out_accuracy(Predictor.from_checkpoint(load_checkpoint(checkpoint_path), runtime=runtime), val)
 
 
 def raw_throughput(backbone: str, cache_dir: Path, seconds: float = 8.0) -> dict[str, float]:
