@@ -47,14 +47,12 @@ KNOWN_DUPLICATES = {
 AUTO_TIE = 0.005
 
 
-def suspects_row(
-    data: Planted, pool: np.ndarray, result: insights.Insights, ranked: list[insights.Suspect]
-) -> dict[str, Any]:
+def suspects_row(data: Planted, pool: np.ndarray, result: insights.Insights, ranked: list[int]) -> dict[str, Any]:
     """Recall of flipped labels in the top 2x(flipped) of the full ranking, the listed suspects' precision,
     and how many photos are listed when nothing is planted (the clean photos with their true labels)."""
     flipped = set(data.flipped)
     planted = flipped | {c for _, c in data.cross_class_copies} | set(data.foreign)
-    top = {s.index for s in ranked[: 2 * len(flipped)]}
+    top = set(ranked[: 2 * len(flipped)])
     listed = [s.index for s in result.suspects]
     top20 = listed[:20]
     clean = data.clean
@@ -123,9 +121,7 @@ def quality(sets: list[Planted], backbone: str, work: Path, memo: dict[Path, np.
         prints = fingerprints_of(data.paths, memo)
         result = insights.analyze(pool, data.labels, len(data.class_names), fingerprints=prints)
         oof = out_of_fold(pool, data.labels, len(data.class_names))
-        ranked = insights.suspect_labels(
-            oof.probabilities(), data.labels, max_given_probability=1.0, min_confidence=0.0
-        )
+        ranked = [int(i) for i in insights.suspect_ranking(oof.probabilities(), data.labels)]
         features_only = insights.near_duplicate_groups(pool)
         rows.append(
             {
