@@ -57,10 +57,9 @@ def load_predictor(services: Services, model_id: str) -> Predictor:
         else:
             stored = load_checkpoint(services.files.checkpoint_path(model_id))
             predictor = Predictor.from_checkpoint(stored, runtime=services.runtime)
-        in_features = getattr(predictor.head, "in_features", None)
-        predictor.novelty, predictor.novelty_note = load_novelty(
-            stored, in_features if isinstance(in_features, int) else None
-        )
+        # The reference's width is checked against the features themselves when they come (a head may read
+        # only the first columns of what the extractor gives).
+        predictor.novelty, predictor.novelty_note = load_novelty(stored, None)
         return predictor
 
     return services.predictors.get(model_id, load)
@@ -111,18 +110,29 @@ def _answers(
         features, probabilities, cams = predictor.explain(images)
     else:
         features, probabilities = predictor.features_and_probabilities(images)
-    scores = predictor.novelty.scores(features) if predictor.novelty is not None else np.full(len(images), np.nan)
+    scores, note = _novelty_scores(predictor, features)
     reject = services.settings.reject_novel if options.reject_novel is None else options.reject_novel
     answers = []
     for i, ranked in enumerate(_ranked(predictor, probabilities, _top_k(predictor, options.top_k))):
         novelty = novelty_answer(predictor.novelty, float(scores[i]))
         answer = _answer(ranked, options.min_confidence, novelty, reject)
         if novelty is None:
-            answer["novelty_note"] = predictor.novelty_note
+            answer["novelty_note"] = note
         if options.explain:
             answer["heatmap"] = _heatmap(predictor, ranked[0][0], cams[i], images[i], uploads[i])
         answers.append(answer)
     return answers
+
+
+def _novelty_scores(predictor: Predictor, features: Any) -> tuple[np.ndarray, str | None]:
+    """Each image's novelty score (NaN where the model has none), and why there is none."""
+    missing = np.full(len(features), np.nan)
+    if predictor.novelty is None:
+        return missing, predictor.novelty_note
+    try:
+        return predictor.novelty.scores(features), None
+    except ValueError as exc:  # a reference made on other features than this extractor gives
+        return missing, f"this model's novelty reference does not fit its features ({exc}): retrain it"
 
 
 def _heatmap(predictor: Predictor, label: str, cam: np.ndarray, image: Image.Image, data: bytes) -> dict[str, Any]:
