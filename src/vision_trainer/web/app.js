@@ -2,7 +2,9 @@
 // and datasets to improve and train again (datasets.js).
 // Talks only to the JSON API (see api.js); no build step, no outside assets.
 
-import { ApiError, blobUrl, download, followEvents, getJson, onKeyNeeded, post, postForm, remove, sendJson } from "./api.js";
+import {
+  ApiError, blobUrl, download, fetchOk, followEvents, getJson, onKeyNeeded, post, postForm, remove, sendJson,
+} from "./api.js";
 import { ciText, cvText, forgetModel, modelDetail, roughWarning } from "./accuracy.js";
 import { drawChart, parseEpochLine } from "./chart.js";
 import { compareModels, initCompare, setCompareDatasets, setCompareModels } from "./compare.js";
@@ -433,7 +435,7 @@ function showHeatmap(figure, heatmap) {
 async function explainMistake(modelId, item, img, button) {
   button.disabled = true;
   try {
-    const response = await fetch(`/models/${modelId}/images/${item.image_id}`, { credentials: "same-origin" });
+    const response = await fetchOk(`/models/${modelId}/images/${item.image_id}`); // sends the API key
     const form = new FormData();
     form.append("file", await response.blob(), item.filename || "photo.jpg");
     form.append("model_id", modelId);
