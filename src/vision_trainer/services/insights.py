@@ -152,11 +152,14 @@ def run_analysis(
         x, _ = plain_features(chosen, backbone, items, Recipe(seed=params.seed), compute, hooks, services.features)
         return x.cpu().numpy()
 
-    features = features_on(spec.name)
+    full = features_on(spec.name)
+    # Near-duplicates and outliers on the final features alone (their thresholds were measured there); the
+    # probe gets everything its backbone gives (the final features and the pooled earlier stages).
+    features = full[:, : spec.feature_size]
     labels = np.array([item.label for item in items], dtype=np.int64)
     with single_threaded():  # small matrices: one torch thread is faster, and a fixed count keeps sums exact
-        probe_name, selection, probed = _probe_backbone(params, features, labels, len(job.class_names), features_on)
-        probe = features if probe_name == spec.name else features_on(probe_name)
+        probe_name, selection, probed = _probe_backbone(params, full, labels, len(job.class_names), features_on)
+        probe = full if probe_name == spec.name else features_on(probe_name)
         hooks.progress("evaluating", 0, 1, None)
         fingerprints = np.stack([_fingerprint(services, item) for item in items]) if items else None
         found = analyze(
