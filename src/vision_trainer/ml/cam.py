@@ -9,8 +9,8 @@ logit instead (Grad-CAM, Selvaraju et al., 2017), which for the plain linear hea
 
 The last feature map is found once per backbone module by one probe forward: the module that finishes
 last among those whose output is still a spatial map (``layer4`` of a ResNet, ``bn2`` of an EfficientNet).
-On ONNX Runtime the backbone is exported once more with that map as a second output, so a heatmap costs
-the same forward pass as a prediction.
+On the CPU the backbone is exported once more to ONNX with that map as a second output, so a heatmap costs
+one forward pass, as a prediction does.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from .runtime import RuntimeOptions, frozen_module_hash
+from .runtime import RuntimeOptions, frozen_module_hash, onnx_available
 
 # (features [N, F], last feature map [N, K, h, w]) of a normalized batch
 MapForward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -117,26 +117,60 @@ class _OnnxMaps:
         return torch.from_numpy(features), torch.from_numpy(fmap)
 
 
-_sessions: dict[Path, _OnnxMaps] = {}
+class _OpenVinoMaps:
+    """The same exported file compiled by OpenVINO at the runtime's precision (one request per thread)."""
+
+    def __init__(self, path: Path, precision: str) -> None:
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._local = threading.local()
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer({0: batch.detach().cpu().contiguous().numpy()}, share_inputs=True)
+        features, fmap = (torch.from_numpy(result[self.compiled.output(i)].copy()) for i in (0, 1))
+        return features, fmap
+
+
+def _openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_sessions: dict[tuple[Path, str], MapForward] = {}
 _sessions_lock = threading.Lock()
 
 
 def build_map_forward(module: nn.Module, *, name: str, input_size: int, options: RuntimeOptions) -> MapForward:
     """A forward that gives features and the last feature map together, on the runtime ``options`` names.
 
-    With ``onnx`` the backbone is exported once per (name, weights) with the map as a second output, into
-    ``options.cache_dir``, and its session is shared by every caller of this process.
+    On the CPU the backbone is exported once per (name, weights) with the map as a second output, into
+    ``options.cache_dir``, and run by the runtime ``options`` names (OpenVINO at its precision, else ONNX
+    Runtime); its session is shared by every caller of this process. PyTorch runs it on CUDA, with the
+    ``torch`` runtime, or when neither runtime is installed.
     """
     layer = feature_map_layer(module, input_size)
-    if options.kind != "onnx" or options.cache_dir is None:
+    openvino = options.kind.startswith("openvino") and _openvino_available()
+    if options.kind == "torch" or options.device != "cpu" or options.cache_dir is None:
+        return _TorchMaps(module, layer, options.device)
+    if not openvino and not onnx_available():
         return _TorchMaps(module, layer, options.device)
     path = options.cache_dir / f"{name}-{frozen_module_hash(module)[:20]}-map.onnx"
+    precision = "bf16" if options.kind == "openvino-bf16" else "f32"
+    key = (path, f"openvino-{precision}" if openvino else "onnx")
     with _sessions_lock:
-        forward = _sessions.get(path)
+        forward = _sessions.get(key)
         if forward is None:
             if not path.is_file():
                 _export(WithFeatureMap(module, layer), path, input_size)
-            forward = _sessions[path] = _OnnxMaps(path)
+            forward = _sessions[key] = _OpenVinoMaps(path, precision) if openvino else _OnnxMaps(path)
         return forward
 
 
