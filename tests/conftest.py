@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -21,7 +20,7 @@ from PIL import Image
 from vision_trainer.api.app import create_app
 from vision_trainer.settings import Settings
 
-from .servers import PostgresServer, RedisServer, free_port, http_client
+from .servers import PostgresServer, RedisServer, free_port, http_client, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("VT_TEST_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -187,16 +186,7 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self.client = http_client(f"http://127.0.0.1:{self.port}", timeout=120)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if self.client.get("/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start; see {log}")
-            time.sleep(0.3)
+        wait_until_ready(self.client, self.process, lambda: f"see {log}")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

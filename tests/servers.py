@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -168,3 +169,18 @@ class PostgresServer:
                 self.halt()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_until_ready(client: httpx.Client, process: subprocess.Popen, describe: Callable[[], str]) -> None:
+    """Poll ``/health/ready`` until the server answers 200; fail with ``describe()`` if it exits or
+    takes over 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if client.get("/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"server did not start: {describe()}")
+        time.sleep(0.3)

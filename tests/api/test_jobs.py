@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import image_bytes, multipart, wait_for_job
+from vision_trainer.ml.backbones import resolve_backbone
+from vision_trainer.ml.depths import depth_layout
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 30), (30, 30, 220)
 
@@ -71,7 +73,10 @@ def test_wait_true_answers_200_with_the_seed_message_and_log(client, three_class
     path.write_bytes(checkpoint.content)
     loaded = torch.load(path, weights_only=True)
     assert loaded["class_names"] == ["red", "green", "blue"] and loaded["backbone"] == "efficientnet_lite0"
-    assert loaded["model_state_dict"]["classifier.weight"].shape == (3, 1280)
+    # The final features (1,280) and the pooled stages the backbone's entry names (ml.depths).
+    width = depth_layout(resolve_backbone("efficientnet_lite0")).width
+    assert loaded["model_state_dict"]["classifier.weight"].shape == (3, width) and width == 1664
+    assert loaded["feature_stages"] == ["blocks.3", "blocks.4", "blocks.5"]
     assert loaded["preprocessing"] == {"input_size": 224, "resize_size": 256, "mean": [0.498] * 3, "std": [0.502] * 3}
 
 

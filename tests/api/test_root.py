@@ -5,11 +5,13 @@ import re
 
 from fastapi import FastAPI
 
+from vision_trainer.ml.runtime import RUNTIME_KINDS
+
 
 def test_root_reports_backbones_and_the_offline_fallback(client) -> None:
     body = client.get("/").json()
     assert body["message"] and body["version"] and body["device"] == "cpu"
-    assert body["runtime"] in ("onnx", "torch")
+    assert body["runtime"] in RUNTIME_KINDS
     assert {b["name"]: b["pretrained_available"] for b in body["backbones"]} == {
         "resnet18": False,
         "efficientnet_lite0": True,

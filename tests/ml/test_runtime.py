@@ -21,13 +21,14 @@ pytest.importorskip("onnxruntime")
 def test_auto_runtime_is_the_first_available_on_cpu_and_torch_on_cuda(monkeypatch) -> None:
     from vision_trainer.ml import runtime
 
-    expected = "openvino-bf16" if runtime.openvino_available() and runtime.cpu_has_bf16() else "onnx"
-    assert resolve_runtime("auto", "cpu") == expected
+    assert resolve_runtime("auto", "cpu") == "onnx"  # float32 ONNX Runtime, bf16 CPU or not
     assert resolve_runtime("auto", "cuda:0") == "torch"
     assert resolve_runtime("torch", "cpu") == "torch"
     assert resolve_runtime("onnx", "cpu") == "onnx"
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # a CPU without bf16: float32 ONNX Runtime
-    assert resolve_runtime("auto", "cpu") == "onnx"
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime, "runtime_available", lambda kind: kind != "onnx")  # onnxruntime missing
+        assert resolve_runtime("auto", "cpu") == "openvino"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # a CPU without bf16
     with pytest.raises(ValueError, match="AVX-512 BF16"):
         resolve_runtime("openvino-bf16", "cpu")
 

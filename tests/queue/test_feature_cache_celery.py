@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vision_trainer.ml.backbones import resolve_backbone
+from vision_trainer.ml.depths import depth_layout
+
 from ..conftest import image_bytes, wait_for_job
 from .test_celery import COLOURS, cluster  # noqa: F401  (the fixture)
 
@@ -31,7 +34,7 @@ def test_two_workers_write_the_same_features_at_once(cluster) -> None:  # noqa: 
     entries = [p for p in features.rglob("*") if p.is_file()]
     assert entries and not [p for p in entries if p.name.startswith(".tmp-")]
     sizes = {np.load(p).shape for p in entries}
-    assert sizes == {(1280,)}
+    assert sizes == {(depth_layout(resolve_backbone("efficientnet_lite0")).width,)}  # final features + stages
     # Every view of every photo is in the cache now: a third job computes nothing.
     third = wait_for_job(
         client, client.post(f"/datasets/{dataset_id}/train", data=options).json()["job_id"], timeout=240

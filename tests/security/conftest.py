@@ -11,13 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 import torchvision
 
 from ..conftest import REPO, image_bytes
-from ..servers import free_port, http_client
+from ..servers import free_port, http_client, wait_until_ready
 
 FAST_LIMITS = {
     "VT_HEADER_TIMEOUT_S": "2",
@@ -44,16 +43,7 @@ class LiveServer:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = http_client(self.url, timeout=60)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if self.client.get("/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.3)
+        wait_until_ready(self.client, self.process, lambda: self.log_path.read_text(errors="replace")[-2000:])
 
     def rss_peak_mib(self) -> float:
         """The server process's peak resident memory so far (VmHWM), from /proc."""

@@ -32,9 +32,11 @@ def build_checkpoint(
     temperature: float = 1.0,
     metrics: Mapping[str, Any] | None = None,
     created_at: datetime | None = None,
+    feature_stages: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Assemble the checkpoint dict described in DESIGN.md (tensors moved to the CPU)."""
-    return {
+    """Assemble the checkpoint dict described in DESIGN.md (tensors moved to the CPU); a model whose
+    head reads pooled stages after the final features names them in ``feature_stages``."""
+    checkpoint = {
         "format_version": FORMAT_VERSION,
         "model_state_dict": {k: v.detach().cpu() for k, v in model_state_dict.items()},
         "class_names": list(class_names),
@@ -44,6 +46,9 @@ def build_checkpoint(
         "metrics": dict(metrics) if metrics is not None else None,
         "created_at": (created_at or datetime.now(timezone.utc)).isoformat(),
     }
+    if feature_stages:
+        checkpoint["feature_stages"] = list(feature_stages)
+    return checkpoint
 
 
 def save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
@@ -215,11 +220,10 @@ def build_head_checkpoint(
         preprocessing=preprocessing,
         temperature=temperature,
         metrics=metrics,
+        feature_stages=feature_stages,
     )
     checkpoint["head_state_dict"] = checkpoint.pop("model_state_dict")
     checkpoint.update(format_version=HEAD_FORMAT_VERSION, backbone_fingerprint=backbone_fingerprint)
-    if feature_stages:
-        checkpoint["feature_stages"] = list(feature_stages)
     return checkpoint
 
 

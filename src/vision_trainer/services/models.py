@@ -239,6 +239,7 @@ def import_model(
             preprocessing=spec.preprocessing(),
             temperature=temperature,
             metrics=None,
+            feature_stages=checkpoint.get("feature_stages") or (),
         ),
     )
     try:
