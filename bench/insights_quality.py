@@ -174,7 +174,7 @@ def backbones_table(sets: list[Planted], backbones: list[str], work: Path) -> li
         entries = []
         for backbone in backbones:
             pool, held, _ = features_of(data, backbone, work / "features")
-            cv = insights.cross_validated_accuracy(pool[clean], labels)
+            cv = insights.probe_cv_accuracy(pool[clean], labels)
             entries.append(
                 {
                     "dataset": data.name,

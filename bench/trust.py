@@ -50,7 +50,7 @@ from vision_trainer.ml.cam import render_heatmap, uploaded_size  # noqa: E402
 from vision_trainer.ml.fit import single_threaded  # noqa: E402
 from vision_trainer.ml.images import open_image  # noqa: E402
 from vision_trainer.ml.learning_curve import learning_curve, nested_shares  # noqa: E402
-from vision_trainer.ml.linear_probe import cross_validated_accuracy, fit_softmax_head, out_of_fold  # noqa: E402
+from vision_trainer.ml.linear_probe import fit_softmax_head, out_of_fold, probe_cv_accuracy  # noqa: E402
 from vision_trainer.ml.novelty import Novelty, novelty_reference  # noqa: E402
 from vision_trainer.ml.predictor import Predictor  # noqa: E402
 from vision_trainer.ml.runtime import RuntimeOptions, build_extractor, resolve_runtime  # noqa: E402
@@ -113,7 +113,7 @@ def suspect_rows(sets: dict[str, Any], features: Any, seeds: list[int]) -> list[
         for seed in seeds:
             noisy, flipped = flip(data["labels"], seed)
             k = len(flipped)
-            best = max(BACKBONES, key=lambda b: (cross_validated_accuracy(probes[b], noisy).mean, -BACKBONES.index(b)))
+            best = max(BACKBONES, key=lambda b: (probe_cv_accuracy(probes[b], noisy).mean, -BACKBONES.index(b)))
             for method, backbone in (
                 ("fixed cuts (before)", LITE0),
                 ("confident learning", LITE0),

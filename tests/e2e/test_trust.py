@@ -42,11 +42,12 @@ def test_photos_of_other_datasets_are_novel_and_reject_novel_answers_unknown(liv
     assert sum(novel[:10]) >= 9 and sum(novel[10:]) <= 2, batch
     assert all(item["prediction"] in ("cat", "dog") for item in batch["predictions"])  # reject_novel is off
     flagged = next(p for p, item in zip(foreign, batch["predictions"]) if item["novelty"]["novel"])
-    rejected = predict(live_client, flagged.read_bytes(), reject_novel="true")
+    model_id = cats_dogs_job["model_id"]  # other tests of the session train newer (default) models
+    rejected = predict(live_client, flagged.read_bytes(), reject_novel="true", model_id=model_id)
     assert rejected["prediction"] == "unknown" and rejected["novelty"]["novel"]
     assert rejected["novelty"]["score"] > rejected["novelty"]["threshold"] and len(rejected["top_k"]) == 2
     calm = next(p for p, item in zip(familiar, batch["predictions"][10:]) if not item["novelty"]["novel"])
-    kept = predict(live_client, calm.read_bytes(), reject_novel="true")
+    kept = predict(live_client, calm.read_bytes(), reject_novel="true", model_id=model_id)
     assert kept["prediction"] in ("cat", "dog") and not kept["novelty"]["novel"]
 
 

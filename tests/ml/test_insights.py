@@ -18,7 +18,6 @@ from vision_trainer.ml.images import open_image
 from vision_trainer.ml.insights import (
     analyze,
     class_balance,
-    cross_validated_accuracy,
     duplicate_kind,
     image_fingerprint,
     near_duplicate_groups,
@@ -26,6 +25,7 @@ from vision_trainer.ml.insights import (
     out_of_fold,
     outlier_scores,
     outliers,
+    probe_cv_accuracy,
     suspect_labels,
     suspect_ranking,
 )
@@ -123,10 +123,10 @@ def test_out_of_fold_heads_never_see_their_photos() -> None:
     rng = np.random.default_rng(1)
     features = rng.normal(size=(200, 256)).astype(np.float32)
     labels = rng.integers(0, 2, 200)
-    cv = cross_validated_accuracy(features, labels, 5)
+    cv = probe_cv_accuracy(features, labels, 5)
     assert len(cv.folds) == 5 and 0.3 < cv.mean < 0.7
     separable, clean = clusters(per_class=40)
-    assert cross_validated_accuracy(separable, clean).mean > 0.95
+    assert probe_cv_accuracy(separable, clean).mean > 0.95
 
 
 def test_folds_are_stratified() -> None:

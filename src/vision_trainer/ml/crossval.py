@@ -25,7 +25,9 @@ from .sgd import LinearHeads
 
 @dataclass(frozen=True, eq=False)
 class CrossValidation:
-    """Out-of-fold predictions on the plain view of every image, with per-fold accuracy."""
+    """Out-of-fold predictions on the plain view of every image, with per-fold accuracy: SGD heads of the
+    model's own recipe, a model's ``metrics.cv_accuracy`` (the insights' figure is the L-BFGS probe's,
+    ``linear_probe.ProbeCvAccuracy``)."""
 
     logits: np.ndarray
     labels: list[int]

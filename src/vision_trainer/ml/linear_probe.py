@@ -205,15 +205,17 @@ def _check_labelled(features: np.ndarray, labels: np.ndarray, num_classes: int) 
 
 
 @dataclass(frozen=True)
-class CvAccuracy:
-    """k-fold accuracy: ``mean`` and ``std`` (population) of the per-fold accuracies in ``folds``."""
+class ProbeCvAccuracy:
+    """The probe's k-fold accuracy (L-BFGS heads; the insights' ``cv_accuracy``): ``mean`` and ``std``
+    (population) of the per-fold accuracies in ``folds``. Not a model's ``metrics.cv_accuracy``, which
+    comes from SGD heads trained with the model's own recipe (``ml.crossval``)."""
 
     mean: float
     std: float
     folds: tuple[float, ...]
 
     @classmethod
-    def of(cls, fold_accuracies: Sequence[float]) -> CvAccuracy:
+    def of(cls, fold_accuracies: Sequence[float]) -> ProbeCvAccuracy:
         values = np.asarray(fold_accuracies, dtype=np.float64)
         return cls(
             mean=round(float(values.mean()), 4),
@@ -222,7 +224,7 @@ class CvAccuracy:
         )
 
 
-def cross_validated_accuracy(
+def probe_cv_accuracy(
     features: np.ndarray,
     labels: np.ndarray,
     folds: int = 5,
@@ -230,7 +232,7 @@ def cross_validated_accuracy(
     num_classes: int | None = None,
     seed: int = 0,
     head: HeadOptions = HeadOptions(),
-) -> CvAccuracy:
+) -> ProbeCvAccuracy:
     """Stratified k-fold accuracy of the linear head on ``features`` (training photos only, never the test split).
 
     Args:
@@ -247,4 +249,4 @@ def cross_validated_accuracy(
     labels = np.asarray(labels, dtype=np.int64)
     classes = num_classes if num_classes is not None else int(labels.max(initial=0)) + 1
     result = out_of_fold(features, labels, classes, folds=folds, seed=seed, head=head)
-    return CvAccuracy.of(result.fold_accuracies(labels))
+    return ProbeCvAccuracy.of(result.fold_accuracies(labels))

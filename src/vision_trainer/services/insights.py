@@ -18,9 +18,9 @@ from ..ml.fit import single_threaded
 from ..ml.hooks import TrainingHooks
 from ..ml.images import open_image
 from ..ml.insights import (
-    CvAccuracy,
     InsightOptions,
     Insights,
+    ProbeCvAccuracy,
     analyze,
     class_balance,
     duplicate_kind,
@@ -211,7 +211,7 @@ def _probe_backbone(
         result = out_of_fold(
             x[labelled], labels[labelled], num_classes, folds=options.folds, seed=options.seed, head=options.head
         )
-        results.append((name, CvAccuracy.of(result.fold_accuracies(labels[labelled])).mean, result))
+        results.append((name, ProbeCvAccuracy.of(result.fold_accuracies(labels[labelled])).mean, result))
     best = max(score for _, score, _ in results)
     chosen = next(r for r in results if r[1] >= best - PROBE_TIE)  # cheapest first
     return chosen[0], [{"backbone": name, "cv_accuracy": score} for name, score, _ in results], chosen[2]

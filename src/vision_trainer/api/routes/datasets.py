@@ -15,11 +15,7 @@ from ...services import datasets, insights, training
 from ...services.datasets import AddImages
 from ...services.errors import InvalidRequest
 from ..answers import job_answer
-from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep, SettingsDep
-from ..form_fields import FILES_PROP, check_field_names, multipart_form
-from ..multipart import WholeFormRoute
-from ..schemas import (
-    ERROR_RESPONSES,
+from ..dataset_schemas import (
     DatasetCreate,
     DatasetList,
     DatasetPublic,
@@ -30,10 +26,11 @@ from ..schemas import (
     ImagesDelete,
     ImagesRelabel,
     InsightsPublic,
-    JobAccepted,
-    JobFinished,
-    TrainForm,
 )
+from ..deps import LimitQuery, OffsetQuery, QueueDep, ServicesDep, SettingsDep
+from ..form_fields import FILES_PROP, check_field_names, multipart_form
+from ..multipart import WholeFormRoute
+from ..schemas import ERROR_RESPONSES, JobAccepted, JobFinished, TrainForm
 from ..uploads import ARCHIVE_PROP, check_upload_room, image_groups, parse_archive
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=WholeFormRoute)

@@ -12,7 +12,7 @@ One module per insight: ``suspects``, ``duplicates``, ``outlier``, ``balance``, 
 
 from __future__ import annotations
 
-from ..linear_probe import CvAccuracy, HeadOptions, cross_validated_accuracy, out_of_fold
+from ..linear_probe import HeadOptions, ProbeCvAccuracy, out_of_fold, probe_cv_accuracy
 from .analysis import RELIABLE_SUSPECTS_ACCURACY, InsightOptions, Insights, analyze
 from .balance import BalanceWarning, ClassBalance, class_balance
 from .duplicates import (
@@ -35,7 +35,7 @@ __all__ = [
     "RELIABLE_SUSPECTS_ACCURACY",
     "BalanceWarning",
     "ClassBalance",
-    "CvAccuracy",
+    "ProbeCvAccuracy",
     "DuplicateGroup",
     "DuplicateKind",
     "HeadOptions",
@@ -48,7 +48,7 @@ __all__ = [
     "analyze",
     "class_balance",
     "cosine_matrix",
-    "cross_validated_accuracy",
+    "probe_cv_accuracy",
     "duplicate_kind",
     "image_fingerprint",
     "label_suggestions",

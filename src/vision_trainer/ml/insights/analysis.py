@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..learning_curve import LearningCurve, learning_curve
-from ..linear_probe import CvAccuracy, HeadOptions, OutOfFold, out_of_fold
+from ..linear_probe import HeadOptions, OutOfFold, ProbeCvAccuracy, out_of_fold
 from .duplicates import DuplicateGroup, near_duplicate_groups
 from .outlier import Outlier, OutlierOptions, outlier_scores, outliers
 from .suggestions import Suggestion, label_suggestions
@@ -42,7 +42,7 @@ class Insights:
     duplicates: list[DuplicateGroup]
     outliers: list[Outlier]
     suggestions: list[Suggestion]
-    cv_accuracy: CvAccuracy | None
+    cv_accuracy: ProbeCvAccuracy | None
     temperature: float
     warnings: tuple[str, ...] = ()
     learning_curve: LearningCurve | None = None
@@ -53,7 +53,7 @@ class Insights:
 RELIABLE_SUSPECTS_ACCURACY = 0.85
 
 
-def _warnings(cv: CvAccuracy | None, suspects: list[Suspect]) -> tuple[str, ...]:
+def _warnings(cv: ProbeCvAccuracy | None, suspects: list[Suspect]) -> tuple[str, ...]:
     if cv is None or cv.mean >= RELIABLE_SUSPECTS_ACCURACY or not suspects:
         return ()
     return (
@@ -101,7 +101,7 @@ def analyze(
         result = probe_out_of_fold or out_of_fold(
             x, y, num_classes, folds=options.folds, seed=options.seed, head=options.head
         )
-        cv, temperature = CvAccuracy.of(result.fold_accuracies(y)), result.temperature
+        cv, temperature = ProbeCvAccuracy.of(result.fold_accuracies(y)), result.temperature
         suspects = [replace(s, index=int(labelled[s.index])) for s in suspect_labels(result.probabilities(), y)]
         suggestions = [replace(s, index=int(unlabelled[s.index])) for s in label_suggestions(result, probe[unlabelled])]
         if options.learning_curve and np.bincount(y).max() >= 4:
