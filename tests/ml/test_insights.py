@@ -300,3 +300,20 @@ def test_a_small_class_is_not_an_outlier_for_being_small_and_copies_do_not_infla
     assert len(listed & small) <= 1, listed  # the 10th nearest photo of a class of 6 is in another class
     everything_copied = np.repeat(features[:60], 2, axis=0)  # every photo twice: distances to the 1st are 0
     assert neighbour_scores(everything_copied, 10).max() <= 10.0
+
+
+def test_similarities_are_taken_a_block_of_rows_at_a_time_with_the_same_result(monkeypatch) -> None:
+    """Near-duplicates and the neighbour part of the outlier score never hold the whole n x n matrix:
+    blocks of 7 rows give what one block gives (copies across block edges included)."""
+    from vision_trainer.ml.insights import duplicates, outlier
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(40, 16)).astype(np.float32)
+    features[[5, 12, 33]] = features[2] + rng.normal(scale=0.01, size=(3, 16))  # copies in other blocks
+    features[20] = features[19] * 1.001
+    whole_groups = duplicates.near_duplicate_groups(features)
+    whole_scores = outlier.neighbour_scores(features, k=5)
+    monkeypatch.setattr(duplicates.similarity_blocks, "__defaults__", (7,))
+    assert duplicates.near_duplicate_groups(features) == whole_groups
+    assert np.allclose(outlier.neighbour_scores(features, k=5), whole_scores)
+    assert {group.members for group in whole_groups} >= {(2, 5, 12, 33), (19, 20)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,13 +27,31 @@ class DuplicateGroup:
     similarity: float
 
 
-def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
-    """Pairwise cosine similarity of the rows of ``vectors``, with -1 on the diagonal."""
+SIMILARITY_BLOCK = 1024  # rows of the similarity matrix held at once (1,024 x 50,000 photos: 200 MB)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """The rows of ``vectors`` scaled to length 1 (zero rows stay zero), as float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.where(norms > 0, norms, 1.0)
-    similarity = unit @ unit.T
-    np.fill_diagonal(similarity, -1.0)
-    return similarity
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def similarity_blocks(unit: np.ndarray, block: int = SIMILARITY_BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, cosine similarities [rows, N])`` of ``unit``'s rows against all of them, ``block``
+    rows at a time, with -1 where a row meets itself: the whole ``N x N`` matrix is never held (50,000
+    photos would need 10 GB)."""
+    for start in range(0, len(unit), block):
+        rows = unit[start : start + block] @ unit.T
+        rows[np.arange(len(rows)), np.arange(start, start + len(rows))] = -1.0
+        yield start, rows
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of the rows of ``vectors``, with -1 on the diagonal (small sets only;
+    ``similarity_blocks`` for a dataset's photos)."""
+    unit = unit_rows(vectors)
+    return np.concatenate([rows for _, rows in similarity_blocks(unit)]) if len(unit) else np.zeros((0, 0))
 
 
 def near_duplicate_groups(
@@ -64,16 +82,19 @@ def near_duplicate_groups(
         return []
     if min_similarity is None:
         min_similarity = FEATURES_ONLY_MIN_SIMILARITY if fingerprints is None else CONFIRMED_MIN_SIMILARITY
-    similarity = cosine_matrix(standardize(features))
-    linked = similarity >= min_similarity
-    if fingerprints is not None:
-        linked &= cosine_matrix(np.asarray(fingerprints, dtype=np.float32)) >= min_fingerprint_similarity
-    first, second = np.nonzero(np.triu(linked, k=1))
-    groups = _link(len(features), zip(first.tolist(), second.tolist()))
-    found = [
-        DuplicateGroup(tuple(members), round(float(_weakest_link(similarity, linked, members)), 4))
-        for members in groups
-    ]
+    unit = unit_rows(standardize(features))
+    prints = unit_rows(fingerprints) if fingerprints is not None else None
+    pairs: dict[tuple[int, int], float] = {}
+    for start, rows in similarity_blocks(unit):
+        linked = rows >= min_similarity
+        if prints is not None:
+            linked &= prints[start : start + len(rows)] @ prints.T >= min_fingerprint_similarity
+        for i, j in zip(*np.nonzero(linked)):
+            a, b = start + int(i), int(j)
+            if a < b:
+                pairs[(a, b)] = float(rows[i, j])
+    groups = _link(len(features), pairs)
+    found = [DuplicateGroup(tuple(members), round(_weakest_link(pairs, members), 4)) for members in groups]
     return sorted(found, key=lambda g: (-g.similarity, g.members))
 
 
@@ -94,9 +115,10 @@ def _link(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [members for members in groups.values() if len(members) > 1]
 
 
-def _weakest_link(similarity: np.ndarray, linked: np.ndarray, members: list[int]) -> float:
-    block = np.ix_(members, members)
-    return float(np.where(linked[block], similarity[block], np.inf).min())
+def _weakest_link(pairs: dict[tuple[int, int], float], members: list[int]) -> float:
+    """The lowest similarity among the group's linked pairs."""
+    inside = set(members)
+    return min(value for (a, b), value in pairs.items() if a in inside and b in inside)
 
 
 def image_fingerprint(image: Image.Image, size: int = 16) -> np.ndarray:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..linear_probe import standardize, stratified_folds
-from .duplicates import cosine_matrix
+from .duplicates import similarity_blocks, unit_rows
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,13 @@ def neighbour_scores(features: np.ndarray, k: int, labels: np.ndarray | None = N
         labelled = labels >= 0
         ks[labelled] = np.clip(sizes[labels[labelled]] - 1, 1, ks[labelled])
     top = int(ks.max())
-    similarity = cosine_matrix(np.asarray(features, dtype=np.float32))
-    nearest = -np.sort(-np.partition(similarity, n - top, axis=1)[:, n - top :], axis=1)  # [n, top], most similar first
+    # The top similarities of each photo, a block of rows at a time (never the whole n x n matrix).
+    nearest = np.concatenate(
+        [
+            -np.sort(-np.partition(rows, n - top, axis=1)[:, n - top :], axis=1)  # [rows, top], most similar first
+            for _, rows in similarity_blocks(unit_rows(features))
+        ]
+    )
     distance = 1.0 - nearest[np.arange(n), ks - 1].astype(np.float64)
     median = np.median(distance)
     # Floored: where most photos have a copy the spread of the distances is near 0.
