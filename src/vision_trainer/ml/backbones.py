@@ -164,10 +164,11 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-# Which stages join the final features (bench/accuracy.py on photos near and far from ImageNet): for
-# EfficientNet-Lite the three stages before the last (80, 112 and 192 channels), whose outputs are not yet
-# shaped to ImageNet's classes: +3.0 points on eurosat_rgb, +0.7 on flowers5, the same on cats_dogs
-# (the last stage too, or one stage fewer, scored within 0.5 point of it). ResNet-18 names none: its
+# Which stages join the final features, chosen on a probe of cached features of photos near and far from
+# ImageNet (README, Training): for EfficientNet-Lite the three stages before the last (80, 112 and 192
+# channels), whose outputs are not yet shaped to ImageNet's classes: +3.0 points on eurosat_rgb, +0.7 on
+# flowers5, the same on cats_dogs (the last stage too, or one stage fewer, scored within 0.5 point of it);
+# through the service (bench/accuracy.py) +2.4, +1.9 and the same. ResNet-18 names none: its
 # models keep the seed's checkpoint (torchvision's fc on 512 features), which its users load with the
 # seed's own code, and its stages could not be measured where its weights cannot be had.
 RESNET_STAGES: tuple[str, ...] = ()

@@ -26,7 +26,8 @@ from .recipe import FeatureDepth
 # The pooled stages' block gets this share of the final features' mean length: the final features stay
 # the larger part, so a head that takes few steps leans on them as before (a 1-epoch head on 8 photos
 # of two colours answered at chance with 1.0 and right with 0.7), while the stages still count
-# (bench/accuracy.py's probe: eurosat_rgb 0.945 at 0.7 and at 1.0, flowers5 0.729 and 0.736).
+# (the probe of cached features, README Training: eurosat_rgb 0.945 at 0.7 and at 1.0, flowers5 0.729
+# and 0.736).
 STAGE_LENGTH = 0.7
 
 
@@ -61,7 +62,7 @@ class DepthLayout:
         Pooled early stages are small numbers next to the final features (their mean L2 norm is a
         fraction of it), so a head trained with one learning rate hardly uses them; z-scoring every
         column instead made the head worse on photos like ImageNet's (flowers5: 0.713 against 0.736
-        with this, bench/accuracy.py)."""
+        with this, on the probe of cached features)."""
         columns = self.columns(depth)
         factors = torch.ones(columns, dtype=features.dtype, device=features.device)
         if columns > self.final and len(features):
