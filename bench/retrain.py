@@ -51,9 +51,9 @@ def run(data_dir, classes):
     services = Services.create(Settings(_env_file=None, data_dir=data_dir, cache_dir=args["cache"], augment_views=args["views"]))
     files = [[Upload(Path(p).name, open(p, "rb")) for p in paths] for paths in classes.values()]
     start = time.perf_counter()
-    job = training.submit_training(services, CallerRunsQueue(), training.TrainingUpload(
+    job = training.submit_training(services, CallerRunsQueue(), training.TrainingRequest(
         labels=list(classes), files=files, epochs=args["epochs"], backbone=args["backbone"]))
-    status = runner.run_job(services, job["job_id"])
+    status = training.run_training_job(services, job["job_id"])
     seconds = time.perf_counter() - start
     job = training.get_job(services, job["job_id"])
     services.close()
