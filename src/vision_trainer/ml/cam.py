@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from .runtime import RuntimeOptions, frozen_module_hash, onnx_available
+from .runtime import RuntimeOptions, export_onnx, frozen_module_hash, onnx_available
 
 # (features [N, F], last feature map [N, K, h, w]) of a normalized batch
 MapForward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -169,33 +166,11 @@ def build_map_forward(module: nn.Module, *, name: str, input_size: int, options:
         forward = _sessions.get(key)
         if forward is None:
             if not path.is_file():
-                _export(WithFeatureMap(module, layer), path, input_size)
+                export_onnx(
+                    WithFeatureMap(module, layer), path, input_size=input_size, output_name=("features", "feature_map")
+                )
             forward = _sessions[key] = _OpenVinoMaps(path, precision) if openvino else _OnnxMaps(path)
         return forward
-
-
-def _export(wrapped: nn.Module, path: Path, input_size: int) -> None:
-    wrapped = wrapped.eval().cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapped,
-                (torch.zeros(1, 3, input_size, input_size),),
-                tmp_name,
-                input_names=["input"],
-                output_names=["features", "feature_map"],
-                dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}, "feature_map": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def pools_map(features: torch.Tensor, feature_map: torch.Tensor) -> bool:

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -222,10 +222,12 @@ def export_onnx(
     path: Path,
     *,
     input_size: int,
-    output_name: str,
+    output_name: str | Sequence[str],
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Export ``module`` (eval mode, CPU) with a dynamic batch axis, atomically, with metadata props."""
+    """Export ``module`` (eval mode, CPU) with a dynamic batch axis, atomically, with metadata props;
+    ``output_name`` names its output, or its outputs in order."""
+    outputs = [output_name] if isinstance(output_name, str) else list(output_name)
     import onnx
 
     module = module.eval().cpu()
@@ -241,8 +243,8 @@ def export_onnx(
                 (example,),
                 tmp_name,
                 input_names=["input"],
-                output_names=[output_name],
-                dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
+                output_names=outputs,
+                dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
                 opset_version=17,
                 dynamo=False,
             )
