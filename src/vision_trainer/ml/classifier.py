@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneSpec, create_backbone, freeze, resolve_backbone
-from .depths import depth_extractor
+from .depths import StagePooling
 from .errors import CheckpointError
 
 
@@ -66,9 +66,10 @@ def feature_stages(checkpoint: Mapping[str, Any], spec: BackboneSpec, head: nn.L
 
 
 def feature_module(spec: BackboneSpec, backbone: nn.Module, stages: Sequence[str]) -> nn.Module:
-    """What computes a model's features: the backbone, with ``stages`` pooled in when it has any (shared
-    with training when they are the registry's own)."""
-    return depth_extractor(spec, backbone, tuple(stages)) if stages else backbone
+    """What computes a model's features: the backbone, with ``stages`` pooled in when it has any. A
+    model's own backbone gets a wrapper of its own (not ``depths.depth_extractor``'s shared one, which
+    would keep every loaded model's backbone alive)."""
+    return StagePooling(backbone, tuple(stages)).eval() if stages else backbone
 
 
 def classifier_parts(checkpoint: Mapping[str, Any]) -> tuple[BackboneSpec, nn.Module, ColumnsLinear]:

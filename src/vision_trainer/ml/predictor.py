@@ -19,7 +19,7 @@ from .cam import (
     grad_cams,
     pools_map,
 )
-from .classifier import classifier_parts, feature_module, feature_stages, head_layer
+from .classifier import classifier_parts, feature_stages, head_layer
 from .data import Normalizer, plain_view
 from .depths import depth_extractor, extractor_name
 from .novelty import Novelty
@@ -74,8 +74,9 @@ class Predictor:
         spec = resolve_backbone(head_checkpoint["backbone"])
         head = head_layer(spec, head_checkpoint["head_state_dict"], len(head_checkpoint["class_names"]))
         stages = feature_stages(head_checkpoint, spec, head)
-        shared = not stages or stages == spec.feature_stages
-        features = depth_extractor(spec, backbone) if shared else feature_module(spec, backbone, stages)
+        # The shared backbone's wrapper for these stages (the registry's own when the head reads none, so
+        # heads of the final features read the first columns of what training extracted).
+        features = depth_extractor(spec, backbone, stages or None)
         return cls._assemble(features, head, head_checkpoint, spec, runtime)
 
     @classmethod
