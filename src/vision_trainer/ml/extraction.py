@@ -14,7 +14,7 @@ from torch import nn
 
 from .backbones import BackboneSpec
 from .data import LabelledImage, Normalizer, augment_view, plain_view
-from .depths import DepthLayout, depth_extractor, depth_layout, extractor_name
+from .depths import DepthLayout, depth_extractor, depth_layout, extractor_name, stages_tag
 from .features import CachedExtraction, FeatureCache, ViewSet
 from .hooks import TrainingHooks
 from .recipe import Compute, Recipe
@@ -43,17 +43,22 @@ def cached_extraction(
     compute: Compute,
     hooks: TrainingHooks,
     cache: FeatureCache | None,
+    *,
+    module: nn.Module | None = None,
+    name: str | None = None,
+    dtype: str = "float32",
 ) -> CachedExtraction:
     """An extraction that takes what ``cache`` holds and builds the runtime's extractor only when some
-    feature is missing."""
+    feature is missing: of ``depth_extractor(spec, backbone)``, or of ``module`` (exported as ``name``)."""
     extractor: list[FeatureExtractor] = []
 
     def build() -> FeatureExtractor:
         if not extractor:
+            features = module if module is not None else depth_extractor(spec, backbone)
             extractor.append(
                 build_extractor(
-                    module := depth_extractor(spec, backbone),
-                    name=extractor_name(spec, module),
+                    features,
+                    name=name or extractor_name(spec, features),
                     input_size=spec.input_size,
                     options=compute.runtime,
                 )
@@ -70,6 +75,39 @@ def cached_extraction(
         batch_size=compute.extract_batch_size or compute.runtime.batch_size,
         num_workers=compute.num_workers,
         should_stop=hooks.should_stop,
+        dtype=dtype,
+    )
+
+
+def trunk_name(spec: BackboneSpec, cut: str, stages: tuple[str, ...]) -> str:
+    """The name of a trunk's exported runtime file and of its activations in the cache."""
+    return f"{spec.name}-trunk.{cut}-{stages_tag(stages)}"
+
+
+def cached_trunk_extraction(
+    spec: BackboneSpec,
+    trunk: nn.Module,
+    weights: str,
+    cut: str,
+    compute: Compute,
+    hooks: TrainingHooks,
+    cache: FeatureCache | None,
+) -> CachedExtraction:
+    """Activations of ``trunk`` (``ml.tuning.Trunk``: the frozen backbone up to ``cut``) through the one
+    feature cache, as float16, keyed by the backbone's weights, the cut and the pooled stages."""
+    stages = tuple(getattr(trunk, "stage_names", ()))
+    tag = f"cut.{cut}-{stages_tag(stages)}"
+    fingerprint = f"{weights}-{tag}-{compute.runtime.kind}-{compute.runtime.device.split(':')[0]}"
+    return cached_extraction(
+        spec,
+        trunk,
+        fingerprint,
+        compute,
+        hooks,
+        cache,
+        module=trunk,
+        name=trunk_name(spec, cut, stages),
+        dtype="float16",
     )
 
 

@@ -160,6 +160,8 @@ class CachedExtraction:
     num_workers: int = 0
     on_batch: Callable[[int], None] = lambda n: None
     should_stop: Callable[[], bool] = lambda: False
+    # float16 for a tuned top's activations (kept so in memory too); features are float32
+    dtype: str = "float32"
     computed: int = 0
     reused: int = 0
     _looked_up: dict[str, np.ndarray] = field(default_factory=dict)
@@ -201,9 +203,9 @@ class CachedExtraction:
         self.reused += total - sum(len(t) * len(i) for t, i in groups.items())
         if not items:
             return torch.empty(0, device=self.device), torch.empty(0, dtype=torch.long, device=self.device)
-        stacked = torch.from_numpy(np.stack([value for row in found for value in row]))  # type: ignore[misc]
+        stacked = torch.from_numpy(np.stack([value for row in found for value in row]).astype(self.dtype, copy=False))  # type: ignore[misc]
         labels = torch.tensor([item.label for item in items]).repeat_interleave(len(keys))
-        return stacked.to(self.device).float(), labels.to(self.device)
+        return stacked.to(self.device), labels.to(self.device)
 
     def _compute(
         self, items: list[LabelledImage], views: ViewSet, todo: tuple[int, ...], rows: list[list[np.ndarray | None]]
@@ -221,7 +223,7 @@ class CachedExtraction:
             on_batch=self.on_batch,
             should_stop=self.should_stop,
         )
-        values = x.reshape(len(items), len(todo), -1).numpy()
+        values = x.reshape(len(items), len(todo), -1).numpy().astype(self.dtype, copy=False)
         keys = views.keys()
         entries = []
         for item, row, computed in zip(items, rows, values):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .backbones import BackboneSpec, freeze, resolve_backbone
+from .backbones import BackboneSpec, create_backbone, freeze, resolve_backbone
 from .cam import (
     MapForward,
     build_map_forward,
@@ -19,11 +19,14 @@ from .cam import (
     grad_cams,
     pools_map,
 )
-from .classifier import classifier_parts, feature_stages, head_layer
+from .classifier import classifier_parts, feature_module, feature_stages, head_layer
 from .data import Normalizer, plain_view
 from .depths import depth_extractor, extractor_name
+from .errors import CheckpointError
+from .extraction import trunk_name
 from .novelty import Novelty
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
+from .tuning import TunedHead, activation_shape, cut_point, load_top, shared_trunk
 
 
 class Predictor:
@@ -74,10 +77,43 @@ class Predictor:
         spec = resolve_backbone(head_checkpoint["backbone"])
         head = head_layer(spec, head_checkpoint["head_state_dict"], len(head_checkpoint["class_names"]))
         stages = feature_stages(head_checkpoint, spec, head)
+        if head_checkpoint.get("tuned_state_dict"):
+            return cls._tuned(head_checkpoint, spec, backbone, head, stages, runtime)
         # The shared backbone's wrapper for these stages (the registry's own when the head reads none, so
         # heads of the final features read the first columns of what training extracted).
         features = depth_extractor(spec, backbone, stages or None)
         return cls._assemble(features, head, head_checkpoint, spec, runtime)
+
+    @classmethod
+    def _tuned(
+        cls,
+        checkpoint: Mapping[str, Any],
+        spec: BackboneSpec,
+        backbone: nn.Module,
+        head: nn.Linear,
+        stages: tuple[str, ...],
+        runtime: RuntimeOptions,
+    ) -> Predictor:
+        """A tuned model: the shared trunk up to its cut, then its own top and head (``ml.tuning``). Its
+        heatmaps come from the whole network with the tuned layers in place.
+
+        Raises:
+            CheckpointError: the cut point or the tuned tensors do not fit the backbone.
+        """
+        tuned = checkpoint["tuned_state_dict"]
+        try:
+            cut = cut_point(spec, checkpoint.get("tune_cut"))
+            trunk = shared_trunk(backbone, cut, stages)
+            top = load_top(backbone, cut, activation_shape(trunk, spec.input_size), tuned)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"the tuned layers do not fit backbone {spec.name!r}: {exc}") from None
+        whole = create_backbone(spec, num_classes=None, pretrained=False)
+        whole.load_state_dict({**backbone.state_dict(), **tuned})
+        predictor = cls._assemble(
+            trunk, TunedHead(top, head), checkpoint, spec, runtime, name=trunk_name(spec, cut.name, stages)
+        )
+        predictor.module, predictor.linear = feature_module(spec, freeze(whole), stages), head
+        return predictor
 
     @classmethod
     def _assemble(
@@ -87,9 +123,10 @@ class Predictor:
         checkpoint: Mapping[str, Any],
         spec: BackboneSpec,
         runtime: RuntimeOptions,
+        name: str | None = None,
     ) -> Predictor:
         extractor = build_extractor(
-            backbone, name=extractor_name(spec, backbone), input_size=spec.input_size, options=runtime
+            backbone, name=name or extractor_name(spec, backbone), input_size=spec.input_size, options=runtime
         )
         predictor = cls(
             extractor,
@@ -99,6 +136,7 @@ class Predictor:
             temperature=checkpoint.get("temperature") or 1.0,
         )
         predictor.module, predictor.spec, predictor.runtime = backbone, spec, runtime  # for heatmaps (explain)
+        predictor.linear = head
         return predictor
 
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -131,6 +169,7 @@ class Predictor:
     # Set by ``_assemble``: the backbone's torch module (the extractor may be an ONNX session), its spec and
     # the runtime, so that heatmaps come from the same network. ``None`` for a predictor built by hand.
     module: nn.Module | None = None
+    linear: nn.Module | None = None  # the linear head on ``module``'s features (a tuned model's after its top)
     spec: BackboneSpec | None = None
     runtime: RuntimeOptions = RuntimeOptions()
     _maps: MapForward | None = None
@@ -147,8 +186,12 @@ class Predictor:
             batch = self.normalize(torch.stack([self.transform(image) for image in images[start : start + size]]))
             with torch.inference_mode():
                 x = self.extractor(batch).cpu().float()
+                if isinstance(self.head, TunedHead):  # what its head reads: the tuned top's output
+                    x = self.head.embed(x)
+                    logits.append(self.head.linear(x) / self.temperature)
+                else:
+                    logits.append(self.head(x) / self.temperature)
                 features.append(x)
-                logits.append(self.head(x) / self.temperature)
         return torch.cat(features), torch.softmax(torch.cat(logits), dim=1)
 
     def explain(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -164,20 +207,21 @@ class Predictor:
         if self.module is None or self.spec is None:
             raise ValueError("this predictor has no backbone module to explain")
         maps_forward = self._map_forward()
+        linear = self.linear if self.linear is not None else self.head
         features, probabilities, maps = [], [], []
         size = self.extractor.batch_size
         for start in range(0, len(images), size):
             batch = self.normalize(torch.stack([self.transform(image) for image in images[start : start + size]]))
             x, fmap = maps_forward(batch)
             with torch.inference_mode():
-                p = torch.softmax(self.head(x.float()) / self.temperature, dim=1)
+                p = torch.softmax(linear(x.float()) / self.temperature, dim=1)
             classes = p.argmax(dim=1).tolist()
-            weight = getattr(self.head, "weight", None)
-            if isinstance(self.head, nn.Linear) and weight is not None and pools_map(x, fmap):
+            weight = getattr(linear, "weight", None)
+            if isinstance(linear, nn.Linear) and weight is not None and pools_map(x, fmap):
                 maps.append(class_activation_maps(fmap, weight.detach()[:, : fmap.shape[1]], classes))
             else:
                 layer = feature_map_layer(self.module, self.spec.input_size)
-                maps.append(grad_cams(self.module, layer, self.head, batch, classes))
+                maps.append(grad_cams(self.module, layer, linear, batch, classes))
             features.append(x.float())
             probabilities.append(p)
         return torch.cat(features), torch.cat(probabilities), np.concatenate(maps)

@@ -21,6 +21,7 @@ from .runtime import RuntimeOptions
 
 ClassWeighting = Literal["none", "balanced"]
 FeatureDepth = Literal["final", "stages"]
+Tune = Literal["head", "top", "auto"]
 
 
 class Recipe(BaseModel):
@@ -55,6 +56,21 @@ class Recipe(BaseModel):
         "stages its registry entry names (one forward pass; better on photos unlike ImageNet); final: the "
         "final features only.",
     )
+    tune: Tune = Field(
+        "auto",
+        description="head: only a new head trains on the frozen features; top: the backbone's last layers "
+        "(its registry's cut point) train with a new head on cached activations of the frozen trunk below "
+        "them; auto: the head, then the top too unless the head's out-of-fold accuracy is 0.97 or more, "
+        "keeping whichever scores better on a validation fold of the training photos.",
+    )
+    cut: str | None = Field(
+        None,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_.]+$",
+        description="Where the tuned top begins (efficientnet_lite: conv_head or blocks.6; resnet18: layer4); "
+        "default: the backbone's first cut point.",
+    )
+    tune_epochs: int = Field(5, ge=1, le=100, description="Epochs of the tuned top (tune=top or auto).")
     lr: float = Field(0.01, gt=0, le=10, description="Learning rate of the head's SGD.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of the head's SGD.")
     batch_size: int = Field(32, ge=1, le=4096, description="Feature rows per SGD step.")

@@ -33,6 +33,7 @@ from .hooks import TrainingHooks
 from .metrics import fit_temperature
 from .recipe import Compute, Recipe
 from .selection import select_backbone
+from .tuned import AUTO_HEAD_ENOUGH, Tuned, head_is_enough, train_top
 
 __all__ = [
     "Compute",
@@ -70,6 +71,10 @@ class TrainResult:
     validation_items: list[LabelledImage] = field(default_factory=list)
     fit_items: list[LabelledImage] = field(default_factory=list)
     feature_stages: list[str] = field(default_factory=list)  # pooled stages the head reads after the final features
+    tuned_state: dict[str, torch.Tensor] | None = None  # a tuned top's layers under the backbone's keys
+    tune_cut: str | None = None
+    # a tuned model's features (what its head reads) of the training and test photos, for novelty
+    novelty_features: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 def train_classifier(
@@ -109,11 +114,54 @@ def train_classifier(
         if recipe.early_stopping
         else Split(train=list(split.train), test=[])
     )
+    if recipe.tune == "top":
+        return _tuned_result(
+            train_top(spec, backbone, weights, split, class_names, recipe, compute, hooks, cache), None
+        )
     extraction = cached_extraction(spec, backbone, fingerprint, compute, hooks, cache)
     try:
-        return _train_head(extraction, spec, weights, split, parts, class_names, recipe, hooks)
+        result = _train_head(extraction, spec, weights, split, parts, class_names, recipe, hooks)
     finally:
         extraction.flush()
+    if recipe.tune == "head" or not spec.cut_points:
+        return result
+    enough = head_is_enough(result.metrics)
+    if enough is not None:
+        hooks.log(
+            f"Tune auto: keeping the head; its out-of-fold accuracy {enough:.4f} on the training photos "
+            f"leaves too little for tuning the top ({AUTO_HEAD_ENOUGH} or more)"
+        )
+        result.metrics["tuning"] = {"tune": "auto", "kept": "head", "why": "head_enough", "cv_accuracy": enough}
+        return result
+    tuned = train_top(spec, backbone, weights, split, class_names, recipe, compute, hooks, cache)
+    return _tuned_result(tuned, result)
+
+
+def _tuned_result(tuned: Tuned, head_result: TrainResult | None) -> TrainResult:
+    """The tuned model as a ``TrainResult``, or ``head_result`` with the tuning's figures when the head won."""
+    summary = {"tune": "top" if head_result is None else "auto", "kept": tuned.kept, **tuned.summary}
+    if tuned.kept == "head":
+        if head_result is None:  # tune=top on a split too small for a validation fold
+            raise InvalidDatasetError(f"cannot tune the top: {summary.get('why')}")
+        head_result.metrics["tuning"] = summary
+        return head_result
+    assert tuned.metrics is not None and tuned.head_state is not None and tuned.parts is not None
+    tuned.metrics["tuning"] = summary
+    if head_result is not None:  # the head's extraction went through the backbone too
+        tuned.metrics["images_through_backbone"] += head_result.metrics["images_through_backbone"]
+    return TrainResult(
+        head_state=tuned.head_state,
+        history=tuned.history or [],
+        metrics=tuned.metrics,
+        temperature=tuned.temperature,
+        backbone_fingerprint=tuned.backbone_fingerprint,
+        validation_items=list(tuned.parts.test),
+        fit_items=list(tuned.parts.train),
+        feature_stages=list(tuned.feature_stages),
+        tuned_state=tuned.tuned_state,
+        tune_cut=str(summary["cut"]),
+        novelty_features=tuned.novelty_features,
+    )
 
 
 def _train_head(

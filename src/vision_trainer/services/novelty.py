@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..ml.backbones import BackboneSpec, pretrained_backbone
 from ..ml.data import LabelledImage
@@ -39,14 +40,21 @@ def model_novelty(
     metrics: dict[str, Any],
     recipe: Recipe,
     compute: Compute,
+    features: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The head checkpoint's ``novelty`` entry (``{}`` when it cannot be made); adds ``metrics["novelty"]``:
-    the calibrated threshold and how many of the ``test`` photos it flags."""
-    if not compute.pretrained or len(train) < 2:
+    the calibrated threshold and how many of the ``test`` photos it flags.
+
+    ``features`` (training features, their labels, test features) are what a tuned model's head reads
+    (its top's output); without them, the frozen backbone's plain-view features from the cache."""
+    if len(train) < 2 or (features is None and not compute.pretrained):
         return {}
-    backbone = pretrained_backbone(spec, allow_download=compute.allow_download)
-    x_train, y_train = plain_features(spec, backbone, train, recipe, compute, cache=services.features)
-    x_test, _ = plain_features(spec, backbone, test, recipe, compute, cache=services.features)
+    if features is not None:
+        x_train, y_train, x_test = features
+    else:
+        backbone = pretrained_backbone(spec, allow_download=compute.allow_download)
+        x_train, y_train = plain_features(spec, backbone, train, recipe, compute, cache=services.features)
+        x_test, _ = plain_features(spec, backbone, test, recipe, compute, cache=services.features)
     with single_threaded():
         stored = novelty_reference(x_train.cpu().numpy(), y_train.cpu().numpy(), seed=recipe.seed)
         metrics[NOVELTY_KEY] = Novelty.from_stored(stored).summary(x_test.cpu().numpy())

@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..ml.recipe import ClassWeighting, FeatureDepth, Recipe, recipe_field
-from .backbones import AUTO, choose_backbone
+from ..ml.backbones import resolve_backbone
+from ..ml.recipe import ClassWeighting, FeatureDepth, Recipe, Tune, recipe_field
+from ..ml.tuning import cut_point
+from .backbones import AUTO, BackboneChoice, auto_candidates, choose_backbone
 from .context import Services
 from .datasets import AddImages, ImageGroup, create_dataset, delete_dataset, incoming_size
 from .datasets import add_images as add_dataset_images
@@ -53,6 +55,9 @@ class TrainRequest(BaseModel):
     early_stopping: bool = recipe_field("early_stopping")
     class_weighting: ClassWeighting = recipe_field("class_weighting")
     depth: FeatureDepth = recipe_field("depth")
+    tune: Tune = recipe_field("tune")
+    cut: str | None = recipe_field("cut")
+    tune_epochs: int = recipe_field("tune_epochs")
 
 
 class TrainParams(TrainRequest):
@@ -85,6 +90,22 @@ def check_train_request(values: Mapping[str, Any]) -> TrainRequest:
         return TrainRequest.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise InvalidRequest(validation_details(exc), code="invalid_parameter") from None
+
+
+def check_cut(services: Services, choice: BackboneChoice, options: TrainRequest) -> None:
+    """A ``cut`` must be a cut point of the backbone (of every candidate, for ``backbone=auto``).
+
+    Raises:
+        InvalidRequest: it is not (``invalid_parameter``, naming the valid ones).
+    """
+    if options.cut is None or options.tune == "head":
+        return
+    names = auto_candidates(services.settings) if choice.requested == AUTO else [choice.spec.name]
+    for name in names:
+        try:
+            cut_point(resolve_backbone(name), options.cut)
+        except ValueError as exc:
+            raise InvalidRequest(f"cut: {exc}", code="invalid_parameter") from None
 
 
 def validation_details(exc: ValidationError) -> str:
@@ -125,6 +146,7 @@ def submit_dataset_training(
     """
     options = check_train_request(options.model_dump())
     choice = choose_backbone(services.settings, options.backbone)
+    check_cut(services, choice, options)
     snapshot = training_snapshot(services, dataset_id, max_classes=services.settings.max_classes)
     check_queue_room(services)
     params = TrainParams.model_validate(
@@ -167,7 +189,8 @@ def submit_training(services: Services, queue: JobQueue, request: TrainingUpload
     settings = services.settings
     options = check_train_request(request.options.model_dump())
     groups = _class_groups(request, settings.max_classes)
-    choose_backbone(settings, options.backbone)  # an unknown backbone is refused before anything is stored
+    # an unknown backbone or cut point is refused before anything is stored
+    check_cut(services, choose_backbone(settings, options.backbone), options)
     check_queue_room(services)
     check_room(services, incoming_size(request.declared_bytes, [u for g in groups for u in g.uploads], request.archive))
     name = options.name or (" vs ".join(g.label or "" for g in groups)[:200] if groups else "uploaded archive")

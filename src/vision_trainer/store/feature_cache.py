@@ -27,11 +27,15 @@ EVICT_CHECK_BYTES = 8 << 20  # look at the total again after this much has been 
 EVICT_TO = 0.9  # evict down to this fraction of the bound
 
 
+# Features are float32; a tuned top's cached activations (ml.tuning) are float16, half the disk.
+DTYPES = {"<f4": 4, "<f2": 2}
+
+
 @functools.cache
-def _npy_header(count: int) -> bytes:
-    """The ``.npy`` header of a float32 vector of ``count`` values, as ``np.save`` writes it."""
+def _npy_header(count: int, descr: str = "<f4") -> bytes:
+    """The ``.npy`` header of a vector of ``count`` values of ``descr``, as ``np.save`` writes it."""
     buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": (count,)})
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": (count,)})
     return buffer.getvalue()
 
 
@@ -47,10 +51,11 @@ def _read(path: Path) -> np.ndarray:
         data = file.read()
     if data[:8] == b"\x93NUMPY\x01\x00" and len(data) >= 10:
         start = 10 + int.from_bytes(data[8:10], "little")
-        count, rest = divmod(len(data) - start, 4)
-        if not rest and count > 0 and data[:start] == _npy_header(count):
-            return np.frombuffer(data, dtype="<f4", offset=start).copy()
-    raise ValueError(f"not a float32 vector as the cache writes it ({len(data)} bytes)")
+        for descr, size in DTYPES.items():
+            count, rest = divmod(len(data) - start, size)
+            if not rest and count > 0 and data[:start] == _npy_header(count, descr):
+                return np.frombuffer(data, dtype=descr, offset=start).copy()
+    raise ValueError(f"not a float32 or float16 vector as the cache writes it ({len(data)} bytes)")
 
 
 class FeatureFileCache:
@@ -87,7 +92,7 @@ class FeatureFileCache:
         return value
 
     def put(self, key: str, value: np.ndarray) -> None:
-        """Store a vector (1-D: what ``get`` reads back)."""
+        """Store a vector (1-D: what ``get`` reads back; float16 stays float16, anything else is float32)."""
         if value.ndim != 1 or not len(value):
             raise ValueError(f"the feature cache stores vectors, not arrays of shape {value.shape}")
         path = self.path(key)
@@ -114,12 +119,13 @@ class FeatureFileCache:
     def _write(self, path: Path, value: np.ndarray) -> None:
         # A temporary name unique to this process and thread (cheaper than mkstemp's random tries), and the
         # .npy bytes written by os calls, which release the GIL: the head trains meanwhile in Python.
-        vector = np.ascontiguousarray(value, dtype="<f4")  # what the header says
+        descr = "<f2" if value.dtype == np.float16 else "<f4"
+        vector = np.ascontiguousarray(value, dtype=descr)  # what the header says
         tmp = f"{path.parent}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(self._serial)}.npy"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                data = _npy_header(len(vector)) + vector.tobytes()
+                data = _npy_header(len(vector), descr) + vector.tobytes()
                 if os.write(fd, data) != len(data):
                     raise OSError(errno.ENOSPC, "short write")
             finally:

@@ -145,7 +145,14 @@ def _save_model(context: Context, result: TrainResult, *, removed: int, split: S
     # --- novelty (services.novelty): the training photos' features, so predictions can say "unknown";
     # also sets result.metrics["novelty"] (how many test photos it would flag) before the metrics are stored.
     novelty = model_novelty(
-        services, spec, split.train, split.test, result.metrics, params.recipe(), compute_options(services)
+        services,
+        spec,
+        split.train,
+        split.test,
+        result.metrics,
+        params.recipe(),
+        compute_options(services),
+        features=result.novelty_features,
     )
     # --- end of novelty
     save_checkpoint(
@@ -160,6 +167,8 @@ def _save_model(context: Context, result: TrainResult, *, removed: int, split: S
                 temperature=result.temperature,
                 metrics=result.metrics,
                 feature_stages=result.feature_stages,
+                tuned_state_dict=result.tuned_state,
+                tune_cut=result.tune_cut,
             ),
             **novelty,
         },
