@@ -60,8 +60,9 @@ class Recipe(BaseModel):
         "auto",
         description="head: only a new head trains on the frozen features; top: the backbone's last layers "
         "(its registry's cut point) train with a new head on cached activations of the frozen trunk below "
-        "them; auto: the head, then the top too unless the head's out-of-fold accuracy is 0.97 or more, "
-        "keeping whichever scores better on a validation fold of the training photos.",
+        "them; auto: the head, then the top too unless the head's out-of-fold accuracy is 0.97 or more or "
+        "the validation fold would hold fewer than 30 photos, keeping whichever scores better on a "
+        "validation fold of the training photos.",
     )
     cut: str | None = Field(
         None,

@@ -33,7 +33,7 @@ from .hooks import TrainingHooks
 from .metrics import fit_temperature
 from .recipe import Compute, Recipe
 from .selection import select_backbone
-from .tuned import AUTO_HEAD_ENOUGH, Tuned, head_is_enough, train_top
+from .tuned import Tuned, auto_keeps_head, train_top
 
 __all__ = [
     "Compute",
@@ -125,13 +125,11 @@ def train_classifier(
         extraction.flush()
     if recipe.tune == "head" or not spec.cut_points:
         return result
-    enough = head_is_enough(result.metrics)
-    if enough is not None:
-        hooks.log(
-            f"Tune auto: keeping the head; its out-of-fold accuracy {enough:.4f} on the training photos "
-            f"leaves too little for tuning the top ({AUTO_HEAD_ENOUGH} or more)"
-        )
-        result.metrics["tuning"] = {"tune": "auto", "kept": "head", "why": "head_enough", "cv_accuracy": enough}
+    kept = auto_keeps_head(result.metrics, split.train, recipe)
+    if kept is not None:
+        message = kept.pop("message")
+        hooks.log(f"Tune auto: keeping the head; {message}")
+        result.metrics["tuning"] = {"tune": "auto", "kept": "head", **kept}
         return result
     tuned = train_top(spec, backbone, weights, split, class_names, recipe, compute, hooks, cache)
     return _tuned_result(tuned, result)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneSpec
-from .data import Split, validation_fold
+from .data import LabelledImage, Split, validation_fold
 from .depths import depth_layout, fold_scale
 from .evaluation import evaluate, report_uncertainty
 from .extraction import cached_trunk_extraction, split_features
@@ -41,6 +41,10 @@ from .tuning import (
 # this share: what tuning can gain is bounded by that error, and below it the gain is within the noise of
 # a validation fold, while tuning would cost a pass through the trunk and the tuned epochs.
 AUTO_HEAD_ENOUGH = 0.97
+# ``auto`` keeps the head when the validation fold would hold fewer photos than this: with fewer, one photo
+# moves the fold's accuracy by more than three points, more than tuning typically gains, so the comparison
+# of head and top would be a coin toss that costs a pass through the trunk.
+AUTO_MIN_VALIDATION = 30
 
 
 @dataclass
@@ -60,11 +64,26 @@ class Tuned:
     novelty_features: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
-def head_is_enough(metrics: dict[str, Any]) -> float | None:
-    """The head's out-of-fold accuracy when it leaves too little for tuning to win (see ``AUTO_HEAD_ENOUGH``)."""
-    cv = metrics.get("cv_accuracy") or {}
-    mean = cv.get("mean")
-    return float(mean) if mean is not None and mean >= AUTO_HEAD_ENOUGH else None
+def auto_keeps_head(metrics: dict[str, Any], train: Sequence[LabelledImage], recipe: Recipe) -> dict[str, Any] | None:
+    """Why ``tune=auto`` keeps the head without tuning (``why`` and its figures, with a ``message`` for the
+    log), or None when tuning the top may pay: see ``AUTO_MIN_VALIDATION`` and ``AUTO_HEAD_ENOUGH``."""
+    fold = len(validation_fold(train, fraction=recipe.validation_fraction, seed=recipe.seed).test)
+    if fold < AUTO_MIN_VALIDATION:
+        return {
+            "why": "validation_fold_too_small",
+            "validation_count": fold,
+            "message": f"its validation fold would hold {fold} training photos, too few to tell head and top "
+            f"apart ({AUTO_MIN_VALIDATION} or more)",
+        }
+    mean = (metrics.get("cv_accuracy") or {}).get("mean")
+    if mean is not None and mean >= AUTO_HEAD_ENOUGH:
+        return {
+            "why": "head_enough",
+            "cv_accuracy": float(mean),
+            "message": f"its out-of-fold accuracy {float(mean):.4f} on the training photos leaves too little "
+            f"for tuning the top ({AUTO_HEAD_ENOUGH} or more)",
+        }
+    return None
 
 
 def train_top(
