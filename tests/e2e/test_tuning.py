@@ -137,3 +137,32 @@ def test_a_retrain_reuses_the_cached_activations(client, jobs) -> None:
     first = jobs["top"]["metrics"]["tuning"]
     assert tuning["activations_computed"] == 0
     assert tuning["activations_reused"] == first["activations_computed"] + first["activations_reused"]
+
+
+def test_a_tuned_model_explains_reports_novelty_and_compares(client, jobs, held_out) -> None:
+    top, head = jobs["top"]["model_id"], jobs["head"]["model_id"]
+    name, photo = held_out[0]
+    answer = client.post("/predict", data={"model_id": top, "explain": "true"}, files={"file": photo}).json()
+    grid = np.array(answer["heatmap"]["grid"])
+    assert answer["heatmap"]["label"] == answer["prediction"] and grid.min() >= 0 and grid.max() == 1.0
+    assert grid.shape[0] == grid.shape[1] >= 2  # over the tuned layers' own feature map
+    novelty = answer["novelty"]  # the reference: the tuned top's features of the training photos
+    assert (
+        novelty is not None
+        and novelty["threshold"] > 0
+        and novelty["novel"] == (novelty["score"] > novelty["threshold"])
+    )
+    model = client.get(f"/models/{top}").json()
+    assert model["metrics"]["novelty"]["test_count"] == model["data"]["test_count"]
+    foreign = photo_files(photos("cats_dogs", "val", "cats", count=5))
+    batch = client.post("/predict/batch", data={"model_id": top}, files=[("files", f) for f in foreign]).json()
+    assert sum(item["novelty"]["novel"] for item in batch["predictions"]) >= 4, batch  # cats are not fields
+    compared = client.post(
+        "/models/compare",
+        data={"model_ids": f"{top},{head}", **{f"label{i}": c for i, c in enumerate(CLASSES, 1)}},
+        files=[(f"files{CLASSES.index(c) + 1}", p) for c, p in held_out],
+    )
+    assert compared.status_code == 200, compared.text
+    scores = {m["model_id"]: m["accuracy"] for m in compared.json()["models"]}
+    served = answers(client, top, held_out)
+    assert scores[top] == pytest.approx(np.mean([a["prediction"] == c for a, (c, _) in zip(served, held_out)]))
