@@ -173,6 +173,18 @@ def test_datasets_create_add_list_and_train(cli: Cli, tmp_path: Path) -> None:
     assert [m["model_id"] for m in shown["models"]] == [second["model_id"], job["model_id"]]
 
 
+def test_a_tuned_top_counts_its_epochs_and_says_what_it_kept(cli: Cli, tmp_path: Path) -> None:
+    pets = class_folder(tmp_path / "pets", "train", 8)
+    trained = cli("train", str(pets), "--tune", "top", "--tune-epochs", "2", "--epochs", "2", *LITE0)
+    assert trained.code == 0, trained.err
+    summary = trained.json()
+    tuning = summary["metrics"]["tuning"]
+    assert tuning["tune"] == "top" and tuning["kept"] == "top" and tuning["epochs"] == 2
+    assert [line for line in summary["log"] if line.startswith("Tuned epoch ")][-1].startswith("Tuned epoch 2/2 Loss:")
+    assert any(line.startswith("Tuned conv_head: validation ") for line in summary["log"])
+    assert re.search(r"tuning: .*2/2 epoch", trained.err)
+
+
 def test_training_options_get_the_services_checks(cli: Cli, tmp_path: Path) -> None:
     pets = class_folder(tmp_path / "pets", "train", 2)
 
@@ -193,6 +205,8 @@ def test_training_options_get_the_services_checks(cli: Cli, tmp_path: Path) -> N
     assert unknown.code == 2 and unknown.err.startswith("error (not_found):")
     both = cli("train", str(pets), "--dataset", dataset_id)
     assert both.code == 2 and both.err.startswith("error (invalid_parameter):")
+    cut = cli("train", "--dataset", dataset_id, "--tune", "top", "--cut", "layer4", *LITE0)
+    assert cut.code == 2 and cut.err.startswith("error (invalid_parameter): cut:") and "conv_head" in cut.err
     reserved = cli("datasets", "add", dataset_id, str(pets / "cats"), "--label", "unknown")
     assert reserved.code == 2 and reserved.err.startswith("error (reserved_label):")
     assert cli("datasets", "show", dataset_id).json()["version"] == 1

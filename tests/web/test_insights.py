@@ -114,10 +114,14 @@ def test_insights_relabel_and_compare(open_page, server: Server) -> None:
     page.testid("dataset-backbone-input").select_option("auto")
     page.locator(".dataset-train-form summary").click()
     page.testid("dataset-class-weighting-input").select_option("balanced")
+    page.testid("dataset-tune-input").select_option("top")
     train(page, models=2)
     models = server.client.get(f"/datasets/{dataset_id}").json()["models"]
     details = [server.client.get(f"/models/{m['model_id']}").json() for m in models]
     assert details[0]["params"]["class_weighting"] == "balanced" and details[0]["metrics"]["backbone_selection"]
+    tuning = details[0]["metrics"]["tuning"]
+    assert tuning["kept"] == "top" and details[0]["params"]["tune"] == "top"
+    page.testid("result-tuning").filter(has_text=f"Tuned {tuning['cut']} ({tuning['epochs']} epochs)").wait_for()
     for i, detail in enumerate(details):
         ci = page.testid("dataset-model-ci").nth(i)
         ci.filter(has_text=interval(detail["metrics"]["test_accuracy_ci"])).wait_for()

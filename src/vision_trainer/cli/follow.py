@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 POLL_S = 0.2
 # Phases whose progress counts something worth a bar, and what it counts.
-PROGRESS_UNITS = {"extracting": "img", "training": "epoch"}
+PROGRESS_UNITS = {"extracting": "img", "training": "epoch", "tuning": "epoch"}
 
 
 def run_job(services: Services, job_id: str) -> None:

@@ -27,6 +27,7 @@ SUMMARY_METRICS = (
     "features_extracted",
     "features_reused",
     "best_epoch",
+    "tuning",
 )
 
 

@@ -18,6 +18,7 @@ const PHASES = {
   preparing: "Preparing",
   extracting: "Extracting features",
   training: "Training the classifier",
+  tuning: "Tuning the top of the backbone",
   evaluating: "Evaluating on the test photos",
   saving: "Saving the model",
   done: "Done",
@@ -230,7 +231,9 @@ function onJobEvent(job, kind, data) {
       : PHASES[data.phase] || data.phase;
     bar.max = Math.max(data.total, 1);
     bar.value = Math.min(data.done, bar.max);
-    if (data.epoch) $("#progress-epoch").textContent = `epoch ${data.epoch} / ${job.epochs}`;
+    if (data.epoch) {
+      $("#progress-epoch").textContent = data.phase === "tuning" ? `tuned epoch ${data.epoch} / ${data.total}` : `epoch ${data.epoch} / ${job.epochs}`;
+    }
   } else if (kind === "log") {
     $("#job-log").textContent += `${data.line}\n`;
     const row = parseEpochLine(data.line);
@@ -317,7 +320,22 @@ async function showResult(modelId) {
   updateTryModel();
 }
 
-/** The "rough" warning, the cross-validated accuracy and how `auto` chose the backbone. */
+/** How deep training went (`metrics.tuning`) and why, in a sentence; "" for a head trained with tune=head. */
+function tuningText(tuning) {
+  if (!tuning) return "";
+  if (tuning.why === "head_enough") {
+    return `Kept the head without tuning the backbone: its cross-validated accuracy ${percent(tuning.cv_accuracy)} on the training photos leaves too little to gain.`;
+  }
+  if (tuning.why === "validation_fold_too_small") {
+    return `Kept the head without tuning the backbone: a validation fold would hold only ${tuning.validation_count} training photos, too few to compare the two.`;
+  }
+  const scores = tuning.validation_accuracy;
+  if (!scores) return "";
+  const kept = tuning.kept === "top" ? `kept the tuned ${tuning.cut}` : "kept the head";
+  return `Tuned ${tuning.cut} (${tuning.epochs} epochs): ${percent(scores.head)} → ${percent(scores.top)} on ${tuning.validation_count} training photos held out (head only → tuned); ${kept}.`;
+}
+
+/** The "rough" warning, the cross-validated accuracy, the tuning and how `auto` chose the backbone. */
 function showUncertainty(metrics) {
   const rough = roughWarning(metrics);
   $("#result-rough").textContent = rough;
@@ -325,6 +343,9 @@ function showUncertainty(metrics) {
   const cv = cvText(metrics.cv_accuracy);
   $("#result-cv").textContent = cv ? `Cross-validated accuracy on the training photos: ${cv}.` : "";
   show($("#result-cv"), Boolean(cv));
+  const tuning = tuningText(metrics.tuning);
+  $("#result-tuning").textContent = tuning;
+  show($("#result-tuning"), Boolean(tuning));
   const selection = metrics.backbone_selection || [];
   show($("#backbone-selection"), selection.length > 0);
   const table = $("#backbone-selection table");
