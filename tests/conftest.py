@@ -23,6 +23,9 @@ from vision_trainer.settings import Settings
 from .servers import PostgresServer, RedisServer, free_port, http_client, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
+# The tests must not depend on this machine's network: no weights download unless a test asks for one
+# (tests/ml/test_weights_download.py serves them from a local server). Subprocesses inherit it.
+os.environ.setdefault("VT_DOWNLOAD_WEIGHTS", "false")
 DATASETS = Path(os.environ.get("VT_TEST_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 FINAL = ("succeeded", "failed", "cancelled")
 

@@ -64,9 +64,10 @@ class Settings(BaseSettings):
         "(announced) when its pretrained weights are not available.",
     )
     download_weights: bool = Field(
-        False,
-        description="Let torchvision download ResNet-18's ImageNet weights into the torch hub cache "
-        "when they are not there yet (needs network access).",
+        True,
+        description="Download ResNet-18's ImageNet weights into the torch hub cache on first use when "
+        "they are not there yet, as torchvision does; offline the attempt fails within seconds (and is "
+        "not repeated for 5 minutes) and the default backbone falls back to efficientnet_lite0, saying so.",
     )
     device: str = Field("auto", description="'auto' (cuda:0 when available, else cpu), 'cpu' or 'cuda:N'.")
     runtime: Literal["auto", "onnx", "openvino", "openvino-bf16", "torch"] = Field(

@@ -6,8 +6,13 @@ resize size it was trained with, and checkpoints copy them so serving never disa
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
+import tempfile
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +62,8 @@ class BackboneSpec:
         feature_stages: The stages whose pooled outputs join the final features when a recipe asks for
             features from several depths, shallowest first.
         cut_points: Where ``tune=top`` may cut the backbone, the default first (``ml.tuning``).
+        weights_url: Where the weights download from when downloads are allowed (``fetch_weights``);
+            None for weights that come with a package.
     """
 
     name: str
@@ -73,6 +80,7 @@ class BackboneSpec:
     stage_widths: Mapping[str, int] = field(default_factory=dict)
     feature_stages: tuple[str, ...] = ()
     cut_points: tuple[CutPoint, ...] = ()
+    weights_url: str | None = None
 
     def preprocessing(self) -> dict[str, object]:
         """The preprocessing block stored in checkpoints and model metadata."""
@@ -114,9 +122,68 @@ def resolve_backbone(name: str) -> BackboneSpec:
 
 
 def weights_available(spec: BackboneSpec, *, allow_download: bool = False) -> bool:
-    """Whether ``create_backbone(spec, pretrained=True)`` can get real weights right now."""
+    """Whether ``create_backbone(spec, pretrained=True)`` can get real weights right now; with
+    ``allow_download`` missing weights are downloaded first (see ``fetch_weights``)."""
     path = spec.weights_file()
-    return allow_download or (path is not None and path.is_file())
+    if path is not None and path.is_file():
+        return True
+    if not allow_download or path is None or spec.weights_url is None:
+        return False
+    return fetch_weights(spec.weights_url, path) is None
+
+
+# An offline machine must not wait on every request: a download is given this long to connect and
+# between reads, and after a failure the next attempt waits this long.
+FETCH_TIMEOUT_S = 5.0
+FETCH_RETRY_S = 300.0
+_fetch_lock = threading.Lock()
+_fetch_failures: dict[str, tuple[float, str]] = {}  # url -> (time.monotonic() of the failure, why)
+
+
+def fetch_weights(url: str, destination: Path, *, timeout_s: float = FETCH_TIMEOUT_S) -> str | None:
+    """Download ``url`` to ``destination`` unless it is there; None once it is, else why it is not.
+
+    The file arrives whole or not at all (a temporary file renamed into place), and when its name carries
+    a hash prefix as torch hub's do (``resnet18-f37072fd.pth``) the content must match it. A failure is
+    remembered for ``FETCH_RETRY_S`` seconds, so that an offline machine pays the timeout once.
+    """
+    with _fetch_lock:
+        if destination.is_file():
+            return None
+        failed = _fetch_failures.get(url)
+        if failed is not None and time.monotonic() - failed[0] < FETCH_RETRY_S:
+            return failed[1]
+        try:
+            _download(url, destination, timeout_s)
+        except (OSError, ValueError) as exc:
+            why = f"downloading {url} failed ({exc})"
+            _fetch_failures[url] = (time.monotonic(), why)
+            return why
+        _fetch_failures.pop(url, None)
+        return None
+
+
+def fetch_failure(url: str | None) -> str | None:
+    """Why the last download of ``url`` failed, if it did."""
+    failed = _fetch_failures.get(url) if url is not None else None
+    return failed[1] if failed is not None else None
+
+
+def _download(url: str, destination: Path, timeout_s: float) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+        match = torch.hub.HASH_REGEX.search(destination.name)
+        if match is not None and not digest.hexdigest().startswith(match.group(1)):
+            raise ValueError(f"the file's SHA-256 does not start with {match.group(1)}, as its name says")
+        os.replace(temporary, destination)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def create_backbone(
@@ -141,8 +208,11 @@ def create_backbone(
     model = spec.build()
     if pretrained:
         if not weights_available(spec, allow_download=allow_download):
+            failure = fetch_failure(spec.weights_url)
             raise WeightsUnavailableError(
-                f"pretrained weights for {spec.name!r} are not available: {spec.weights_help}"
+                f"pretrained weights for {spec.name!r} are not available: "
+                + (f"{failure}; " if failure else "")
+                + spec.weights_help
             )
         model.load_state_dict(dict(spec.load_weights(allow_download)))
     head: nn.Module = nn.Identity() if num_classes is None else nn.Linear(spec.feature_size, num_classes)
@@ -210,17 +280,18 @@ def _resnet18_build() -> nn.Module:
 
 
 def _resnet18_file() -> Path:
-    from torchvision.models import ResNet18_Weights
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(RESNET18_URL).path).name
 
-    name = Path(urlparse(ResNet18_Weights.IMAGENET1K_V1.url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+# torchvision's ResNet18_Weights.IMAGENET1K_V1.url (a test keeps them equal), without importing
+# torchvision's model zoo when the registry loads.
+RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
 def _resnet18_weights(allow_download: bool) -> StateDict:
-    from torchvision.models import ResNet18_Weights
-
-    # load_state_dict_from_url returns the cached file when it is there and only downloads otherwise.
-    return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, map_location="cpu", weights_only=True)
+    # weights_available put the file in torch hub's cache (downloading it when allowed), where
+    # torchvision's own loader finds it too.
+    return torch.load(_resnet18_file(), map_location="cpu", weights_only=True)
 
 
 register_backbone(
@@ -237,10 +308,11 @@ register_backbone(
         load_weights=_resnet18_weights,
         weights_help=(
             "put torchvision's resnet18-f37072fd.pth (ImageNet, IMAGENET1K_V1) into "
-            "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/), or set "
-            "VT_DOWNLOAD_WEIGHTS=true on a machine with network access; efficientnet_lite0 "
-            "always works offline"
+            "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/); with "
+            "VT_DOWNLOAD_WEIGHTS=true (the default) it downloads there on first use when the machine "
+            "has network access; efficientnet_lite0 always works offline"
         ),
+        weights_url=RESNET18_URL,
         stage_widths={"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
         feature_stages=RESNET_STAGES,
         # torchvision's forward: the stem, the four stages, average pooling; layer4 is the top.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ml.backbones import BackboneSpec, list_backbones, resolve_backbone, weights_available
+from ..ml.backbones import BackboneSpec, fetch_failure, list_backbones, resolve_backbone, weights_available
 from ..ml.errors import UnknownBackboneError
 from ..settings import Settings
 from .errors import InvalidRequest
@@ -48,7 +48,7 @@ def choose_backbone(settings: Settings, requested: str | None) -> BackboneChoice
             raise InvalidRequest(str(exc), code=exc.code) from None
         if not weights_available(spec, allow_download=allow):
             raise InvalidRequest(
-                f"pretrained weights for {spec.name!r} are not available: {spec.weights_help}",
+                f"pretrained weights for {spec.name!r} are not available: {missing_weights(spec)}",
                 code="weights_unavailable",
             )
         return BackboneChoice(spec, requested, f"Backbone: {spec.name} (ImageNet weights, as requested)")
@@ -60,8 +60,14 @@ def choose_backbone(settings: Settings, requested: str | None) -> BackboneChoice
         fallback,
         None,
         f"Backbone: {fallback.name} (ImageNet weights), because {default.name}'s pretrained weights "
-        f"are not available ({default.weights_help})",
+        f"are not available ({missing_weights(default)})",
     )
+
+
+def missing_weights(spec: BackboneSpec) -> str:
+    """How to provide ``spec``'s weights, after why their download failed when it did."""
+    failure = fetch_failure(spec.weights_url)
+    return f"{failure}; {spec.weights_help}" if failure else spec.weights_help
 
 
 def auto_candidates(settings: Settings) -> list[str]:
