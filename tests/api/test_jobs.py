@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -78,6 +79,25 @@ def test_wait_true_answers_200_with_the_seed_message_and_log(client, three_class
     assert loaded["model_state_dict"]["classifier.weight"].shape == (3, width) and width == 1664
     assert loaded["feature_stages"] == ["blocks.3", "blocks.4", "blocks.5"]
     assert loaded["preprocessing"] == {"input_size": 224, "resize_size": 256, "mean": [0.498] * 3, "std": [0.502] * 3}
+
+
+def test_the_same_photos_in_another_order_give_the_same_model(client, three_classes) -> None:
+    """Photos meet the head's SGD in content order, not in the order (or the random ids) they came with."""
+    reordered = {label: list(reversed(files)) for label, files in three_classes.items()}
+    models = []
+    for classes in (three_classes, reordered):
+        data, files = multipart(classes, epochs=3, wait="true")
+        job = client.post("/train", data=data, files=files).json()
+        assert job["status"] == "succeeded", job
+        checkpoint = torch.load(
+            io.BytesIO(client.get(f"/models/{job['model_id']}/checkpoint").content), weights_only=True
+        )
+        models.append(
+            (job["metrics"]["cv_accuracy"], [line for line in job["log"] if line.startswith("Epoch")], checkpoint)
+        )
+    (cv_a, log_a, a), (cv_b, log_b, b) = models
+    assert cv_a == cv_b and log_a == log_b and a["temperature"] == b["temperature"]
+    assert all(torch.equal(a["model_state_dict"][k], b["model_state_dict"][k]) for k in a["model_state_dict"])
 
 
 def test_events_arrive_in_order_and_end_with_the_final_status(client, three_classes) -> None:

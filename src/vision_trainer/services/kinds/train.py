@@ -76,7 +76,8 @@ def _items(context: Context) -> list[LabelledImage]:
     job, files = context.job, context.services.files
     if job.dataset_id is None:
         job_dir = files.job_dir(job.id)
-        return [LabelledImage(job_dir / i["file"], i["label"], i["sha256"], i.get("filename", "")) for i in job.inputs]
+        items = [LabelledImage(job_dir / i["file"], i["label"], i["sha256"], i.get("filename", "")) for i in job.inputs]
+        return sorted(items, key=lambda item: (item.label, item.sha256))
     paths = files.dataset_images(job.dataset_id, [i["image_id"] for i in job.inputs])
     items = [LabelledImage(path, i["label"], i["sha256"], i.get("filename", "")) for path, i in zip(paths, job.inputs)]
     present = [item for item in items if item.path.is_file()]
@@ -85,7 +86,9 @@ def _items(context: Context) -> list[LabelledImage]:
             f"{len(items) - len(present)} photo(s) were removed from the dataset after this job was "
             "queued; training without them"
         )
-    return present
+    # In content order: a dataset lists the photos of one upload by their random ids, and the order the
+    # head's SGD meets them in changed the model (flowers5: test accuracy 0.758-0.792 for one request).
+    return sorted(present, key=lambda item: (item.label, item.sha256))
 
 
 def _train_and_store(context: Context) -> str:
