@@ -106,13 +106,19 @@ def test_out_of_range_options_are_refused(client, settings, two_classes, field, 
 def test_unknown_tuning_depth_names_the_valid_ones(client, settings, two_classes) -> None:
     data, files = multipart(two_classes, tune="everything")
     body = assert_refused(client, settings, client.post("/train", data=data, files=files), 422, "invalid_parameter")
-    assert "tune" in body["detail"] and all(f"'{depth}'" in body["detail"] for depth in ("head", "top", "auto"))
+    assert "tune" in body["detail"] and all(f"'{depth}'" in body["detail"] for depth in ("head", "top", "full", "auto"))
 
 
 def test_cut_that_the_backbone_lacks_names_its_cut_points(client, settings, two_classes) -> None:
     data, files = multipart(two_classes, backbone="efficientnet_lite0", tune="top", cut="layer4")
     body = assert_refused(client, settings, client.post("/train", data=data, files=files), 422, "invalid_parameter")
     assert "cut" in body["detail"] and "conv_head" in body["detail"] and "blocks.6" in body["detail"]
+
+
+def test_a_cut_with_tune_full_is_refused(client, settings, two_classes) -> None:
+    data, files = multipart(two_classes, tune="full", cut="conv_head")
+    body = assert_refused(client, settings, client.post("/train", data=data, files=files), 422, "invalid_parameter")
+    assert "leave cut out" in body["detail"]
 
 
 def test_unknown_backbone_lists_the_valid_ones(client, settings, two_classes) -> None:

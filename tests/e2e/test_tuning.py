@@ -166,3 +166,28 @@ def test_a_tuned_model_explains_reports_novelty_and_compares(client, jobs, held_
     scores = {m["model_id"]: m["accuracy"] for m in compared.json()["models"]}
     served = answers(client, top, held_out)
     assert scores[top] == pytest.approx(np.mean([a["prediction"] == c for a, (c, _) in zip(served, held_out)]))
+
+
+def test_tune_full_trains_every_layer_and_answers_as_its_checkpoint(client, jobs, held_out) -> None:
+    job = train(client, tune="full", tune_epochs="1")
+    tuning = job["metrics"]["tuning"]
+    assert tuning["tune"] == "full" and tuning["cut"] == "full" and tuning["epochs"] == 1
+    assert any(line.startswith("Fine-tuning end to end on cpu: about ") for line in job["log"])
+    model_id = job["model_id"]
+    checkpoint = torch.load(io.BytesIO(client.get(f"/models/{model_id}/checkpoint").content), weights_only=True)
+    head_only = torch.load(
+        io.BytesIO(client.get(f"/models/{jobs['head']['model_id']}/checkpoint").content), weights_only=True
+    )
+    # every layer moved, the stem too, and the checkpoint is the seed's shape (final features only)
+    for key in ("conv_stem.weight", "blocks.6.0.conv_pw.weight", "conv_head.weight"):
+        assert not torch.equal(checkpoint["model_state_dict"][key], head_only["model_state_dict"][key]), key
+    assert "feature_stages" not in checkpoint and checkpoint["model_state_dict"]["classifier.weight"].shape[1] == 1280
+    whole = Predictor.from_checkpoint(checkpoint)
+    sample = held_out[::20]
+    for (_, photo), served in zip(sample, answers(client, model_id, sample)):
+        probs = whole.probabilities([Image.open(io.BytesIO(photo[1])).convert("RGB")])[0]
+        assert checkpoint["class_names"][int(probs.argmax())] == served["prediction"]
+        assert abs(float(probs.max()) - served["confidence"]) < 1e-3
+        assert served["novelty"] is not None
+    exported = client.get(f"/models/{model_id}/export", params={"format": "onnx"})
+    assert exported.status_code == 200, exported.text  # verified against the server before it is served

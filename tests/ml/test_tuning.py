@@ -9,17 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import image_bytes
+from vision_trainer.ml import tuned
 from vision_trainer.ml.backbones import create_backbone, freeze, resolve_backbone
+from vision_trainer.ml.checkpoint import build_head_checkpoint, full_checkpoint
 from vision_trainer.ml.data import LabelledImage, Split, stratified_split
 from vision_trainer.ml.depths import depth_extractor
+from vision_trainer.ml.predictor import Predictor
 from vision_trainer.ml.recipe import Compute, Recipe
+from vision_trainer.ml.runtime import RuntimeOptions
 from vision_trainer.ml.training import TrainingHooks, train_classifier
 from vision_trainer.ml.tuning import Trunk, activation_shape, build_top, cut_point, load_top
 from vision_trainer.store.feature_cache import FeatureFileCache
 
 RANDOM = Compute(pretrained=False)
+TORCH = RuntimeOptions(kind="torch")
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
@@ -72,8 +78,9 @@ def _stripes(root: Path, per_class: int) -> list[LabelledImage]:
     return items
 
 
-def test_auto_decides_on_training_photos_only(tmp_path: Path) -> None:
+def test_auto_decides_on_training_photos_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Scrambling the test split's labels changes the test accuracy, never what auto chooses or why."""
+    monkeypatch.setattr(tuned, "AUTO_MIN_VALIDATION", 1)  # a fold of a few photos decides here
     split = stratified_split(_stripes(tmp_path, 14), test_fraction=0.25, seed=0)
     scrambled = Split(
         train=split.train,
@@ -94,7 +101,55 @@ def test_auto_decides_on_training_photos_only(tmp_path: Path) -> None:
         runs.append((result.metrics["tuning"], [line for line in lines if line.startswith(("Tune", "Tuned conv"))]))
     (first, first_lines), (second, second_lines) = runs
     assert first == second and first_lines == second_lines and first_lines
-    assert first["kept"] in ("head", "top") and first["tune"] == "auto"
+    assert first["kept"] in ("head", "top") and first["tune"] == "auto" and "validation_accuracy" in first
+
+
+def test_auto_keeps_the_head_when_the_validation_fold_would_be_too_small(tmp_path: Path) -> None:
+    split = stratified_split(_stripes(tmp_path, 14), test_fraction=0.25, seed=0)
+    lines: list[str] = []
+    recipe = Recipe(epochs=2, tune="auto", augment_views=0)
+    result = train_classifier(
+        resolve_backbone("efficientnet_lite0"), split, ["a", "b"], recipe, RANDOM, TrainingHooks(log=lines.append)
+    )
+    tuning = result.metrics["tuning"]
+    assert tuning["kept"] == "head" and tuning["why"] == "validation_fold_too_small"
+    assert 0 < tuning["validation_count"] < tuned.AUTO_MIN_VALIDATION and result.tuned_state is None
+    assert any(line.startswith("Tune auto: keeping the head; its validation fold would hold") for line in lines)
+
+
+def test_tune_full_trains_every_layer_and_serves_as_its_full_checkpoint(tmp_path: Path) -> None:
+    split = stratified_split(_stripes(tmp_path, 8), test_fraction=0.25, seed=0)
+    spec = resolve_backbone("efficientnet_lite0")
+    recipe = Recipe(tune="full", tune_epochs=2, augment_views=0)
+    lines: list[str] = []
+    result = train_classifier(spec, split, ["a", "b"], recipe, RANDOM, TrainingHooks(log=lines.append))
+    torch.manual_seed(0)
+    backbone = freeze(create_backbone(spec, num_classes=None, pretrained=False))
+    assert result.tune_cut == "full" and result.tuned_state is not None and result.feature_stages == []
+    assert set(result.tuned_state) == set(backbone.state_dict())  # every layer is the model's own
+    tuning = result.metrics["tuning"]
+    assert tuning["tune"] == "full" and tuning["kept"] == "top" and tuning["epochs"] == 2
+    assert any(line.startswith("Fine-tuning end to end on cpu: about ") for line in lines)
+    assert [line.split(" Loss")[0] for line in lines if line.startswith("Tuned epoch")] == [
+        "Tuned epoch 1/2",
+        "Tuned epoch 2/2",
+    ]
+    assert len(result.history) == 2 and result.metrics["calibration"]["fitted_on"] == "validation_fold"
+    head = build_head_checkpoint(
+        head_state_dict=result.head_state,
+        class_names=["a", "b"],
+        backbone=spec.name,
+        backbone_fingerprint=result.backbone_fingerprint,
+        preprocessing=spec.preprocessing(),
+        temperature=result.temperature,
+        feature_stages=result.feature_stages,
+        tuned_state_dict=result.tuned_state,
+        tune_cut=result.tune_cut,
+    )
+    served = Predictor.from_head(head, backbone, runtime=TORCH)
+    whole = Predictor.from_checkpoint(full_checkpoint(head, backbone.state_dict()), runtime=TORCH)
+    images = [Image.open(item.path).convert("RGB") for item in split.test]
+    assert torch.allclose(served.probabilities(images), whole.probabilities(images), atol=1e-5)
 
 
 def test_tune_top_stores_its_layers_and_counts_them_in_images_through_the_backbone(tmp_path: Path) -> None:

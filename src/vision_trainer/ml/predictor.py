@@ -26,7 +26,7 @@ from .errors import CheckpointError
 from .extraction import trunk_name
 from .novelty import Novelty
 from .runtime import FeatureExtractor, RuntimeOptions, build_extractor
-from .tuning import TunedHead, activation_shape, cut_point, load_top, shared_trunk
+from .tuning import FULL_CUT, TunedHead, activation_shape, load_top, shared_trunk, stored_cut
 
 
 class Predictor:
@@ -101,8 +101,10 @@ class Predictor:
             CheckpointError: the cut point or the tuned tensors do not fit the backbone.
         """
         tuned = checkpoint["tuned_state_dict"]
+        if checkpoint.get("tune_cut") == FULL_CUT:
+            return cls._fine_tuned(checkpoint, spec, backbone, head, runtime)
         try:
-            cut = cut_point(spec, checkpoint.get("tune_cut"))
+            cut = stored_cut(spec, checkpoint.get("tune_cut"))
             trunk = shared_trunk(backbone, cut, stages)
             top = load_top(backbone, cut, activation_shape(trunk, spec.input_size), tuned)
         except (ValueError, KeyError, RuntimeError) as exc:
@@ -114,6 +116,28 @@ class Predictor:
         )
         predictor.module, predictor.linear = feature_module(spec, freeze(whole), stages), head
         return predictor
+
+    @classmethod
+    def _fine_tuned(
+        cls,
+        checkpoint: Mapping[str, Any],
+        spec: BackboneSpec,
+        backbone: nn.Module,
+        head: nn.Linear,
+        runtime: RuntimeOptions,
+    ) -> Predictor:
+        """A model fine-tuned end to end: a backbone of its own (nothing to share), served as a full
+        checkpoint's is.
+
+        Raises:
+            CheckpointError: the tuned tensors do not fit the backbone.
+        """
+        whole = create_backbone(spec, num_classes=None, pretrained=False)
+        try:
+            whole.load_state_dict({**backbone.state_dict(), **checkpoint["tuned_state_dict"]})
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"the fine-tuned layers do not fit backbone {spec.name!r}: {exc}") from None
+        return cls._assemble(feature_module(spec, freeze(whole), ()), head, checkpoint, spec, runtime)
 
     @classmethod
     def _assemble(

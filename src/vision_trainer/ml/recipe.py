@@ -21,7 +21,7 @@ from .runtime import RuntimeOptions
 
 ClassWeighting = Literal["none", "balanced"]
 FeatureDepth = Literal["final", "stages"]
-Tune = Literal["head", "top", "auto"]
+Tune = Literal["head", "top", "full", "auto"]
 
 
 class Recipe(BaseModel):
@@ -60,7 +60,9 @@ class Recipe(BaseModel):
         "auto",
         description="head: only a new head trains on the frozen features; top: the backbone's last layers "
         "(its registry's cut point) train with a new head on cached activations of the frozen trunk below "
-        "them; auto: the head, then the top too unless the head's out-of-fold accuracy is 0.97 or more or "
+        "them; full: every layer and a new head train end to end on fresh augmentation every epoch (meant "
+        "for CUDA; on the CPU many times slower, the log says how long first); auto: the head, then the "
+        "top too unless the head's out-of-fold accuracy is 0.97 or more or "
         "the validation fold would hold fewer than 30 photos, keeping whichever scores better on a "
         "validation fold of the training photos.",
     )
@@ -71,7 +73,9 @@ class Recipe(BaseModel):
         description="Where the tuned top begins (efficientnet_lite: conv_head or blocks.6; resnet18: layer4); "
         "default: the backbone's first cut point.",
     )
-    tune_epochs: int = Field(5, ge=1, le=100, description="Epochs of the tuned top (tune=top or auto).")
+    tune_epochs: int = Field(
+        5, ge=1, le=100, description="Epochs of the tuned top (tune=top or auto) or of end-to-end training (tune=full)."
+    )
     lr: float = Field(0.01, gt=0, le=10, description="Learning rate of the head's SGD.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of the head's SGD.")
     batch_size: int = Field(32, ge=1, le=4096, description="Feature rows per SGD step.")

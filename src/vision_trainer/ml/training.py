@@ -29,11 +29,13 @@ from .extraction import (
 )
 from .features import CachedExtraction, FeatureCache
 from .fit import accuracy, class_weights, fit_head, logits_of, single_threaded
+from .full import train_full
 from .hooks import TrainingHooks
 from .metrics import fit_temperature
 from .recipe import Compute, Recipe
 from .selection import select_backbone
 from .tuned import Tuned, auto_keeps_head, train_top
+from .tuning import FULL_CUT
 
 __all__ = [
     "Compute",
@@ -118,6 +120,8 @@ def train_classifier(
         return _tuned_result(
             train_top(spec, backbone, weights, split, class_names, recipe, compute, hooks, cache), None
         )
+    if recipe.tune == "full":
+        return _tuned_result(train_full(spec, backbone, weights, split, class_names, recipe, compute, hooks), None)
     extraction = cached_extraction(spec, backbone, fingerprint, compute, hooks, cache)
     try:
         result = _train_head(extraction, spec, weights, split, parts, class_names, recipe, hooks)
@@ -137,10 +141,11 @@ def train_classifier(
 
 def _tuned_result(tuned: Tuned, head_result: TrainResult | None) -> TrainResult:
     """The tuned model as a ``TrainResult``, or ``head_result`` with the tuning's figures when the head won."""
-    summary = {"tune": "top" if head_result is None else "auto", "kept": tuned.kept, **tuned.summary}
+    asked = "auto" if head_result is not None else "full" if tuned.summary["cut"] == FULL_CUT else "top"
+    summary = {"tune": asked, "kept": tuned.kept, **tuned.summary}
     if tuned.kept == "head":
-        if head_result is None:  # tune=top on a split too small for a validation fold
-            raise InvalidDatasetError(f"cannot tune the top: {summary.get('why')}")
+        if head_result is None:  # tune=top or full on a split too small for a validation fold
+            raise InvalidDatasetError(f"cannot tune with tune={asked}: {summary.get('why')}")
         head_result.metrics["tuning"] = summary
         return head_result
     assert tuned.metrics is not None and tuned.head_state is not None and tuned.parts is not None

@@ -20,11 +20,13 @@ epoch after epoch, on the cache.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,9 +106,21 @@ class Top(nn.Module):
         }
 
 
+def hookless_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` without the hooks others hung on it (the shared backbone's stage pooling
+    keeps thread-local state in its hooks, which neither copies nor belongs to the copy); the module
+    itself is not touched, so the threads serving it meanwhile are not disturbed."""
+    memo: dict[int, Any] = {}
+    for part in module.modules():
+        for key, value in vars(part).items():
+            if "hook" in key and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return copy.deepcopy(module, memo)
+
+
 def build_top(backbone: nn.Module, cut: CutPoint, shape: tuple[int, int, int]) -> Top:
     """A trainable copy of ``backbone``'s layers above ``cut`` (the backbone itself is left alone)."""
-    layers = {name: copy.deepcopy(backbone.get_submodule(name)) for name in cut.layers}
+    layers = {name: hookless_copy(backbone.get_submodule(name)) for name in cut.layers}
     top = Top(layers, shape)
     for param in top.parameters():
         param.requires_grad = True
@@ -155,6 +169,23 @@ class TopRecipe:
     seed: int = 0
 
 
+@contextlib.contextmanager
+def mixed_precision(device: str) -> Iterator[None]:
+    """bfloat16 autocast on CUDA where the GPU has it, float16 elsewhere on CUDA; nothing on the CPU."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast("cuda", dtype=dtype):
+        yield
+
+
+def loss_scaler(device: str) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast (CUDA without bfloat16); a pass-through everywhere else."""
+    float16 = device.startswith("cuda") and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=float16)
+
+
 def top_outputs(top: Top, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """``top`` over activations ``x`` (any float dtype), in batches, float32."""
     out = []
@@ -193,6 +224,7 @@ def fit_top(
     optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     generator = torch.Generator().manual_seed(recipe.seed)
     loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+    scaler = loss_scaler(str(x_train.device))
     history = []
     top.eval()  # BatchNorm keeps its statistics; the layers still train
     for epoch in range(1, recipe.epochs + 1):
@@ -202,11 +234,13 @@ def fit_top(
             if hooks.should_stop():
                 raise TrainingCancelled(f"cancelled in tuned epoch {epoch}")
             index = order[start : start + recipe.batch_size]
-            logits = head(top(x_train[index].float()) * scale)
-            loss = loss_fn(logits, y_train[index])
+            with mixed_precision(str(x_train.device)):
+                logits = head(top(x_train[index].float()) * scale)
+                loss = loss_fn(logits.float(), y_train[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             loss_sum += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == y_train[index]).sum())
         test_acc = scaled_accuracy(top, head, scale, *test)
@@ -238,6 +272,22 @@ def scaled_accuracy(top: Top, head: nn.Linear, factors: torch.Tensor, x: torch.T
     if not len(y):
         return 0.0
     return float((scaled_logits(top, head, factors, x).argmax(1) == y).float().mean())
+
+
+# A model fine-tuned end to end (tune=full) is stored as a top over an empty trunk at this cut.
+FULL_CUT = "full"
+
+
+def whole_network(spec: BackboneSpec) -> CutPoint:
+    """Every layer of the backbone as one top over an empty trunk: its first cut point's trunk and layers,
+    in forward order."""
+    first = spec.cut_points[0]
+    return CutPoint(FULL_CUT, (), (*first.trunk, *first.layers))
+
+
+def stored_cut(spec: BackboneSpec, name: str | None) -> CutPoint:
+    """The cut point a stored tuned model names: one of the backbone's, or ``full``."""
+    return whole_network(spec) if name == FULL_CUT and spec.cut_points else cut_point(spec, name)
 
 
 def cut_point(spec: BackboneSpec, name: str | None) -> CutPoint:

@@ -100,6 +100,8 @@ def check_cut(services: Services, choice: BackboneChoice, options: TrainRequest)
     """
     if options.cut is None or options.tune == "head":
         return
+    if options.tune == "full":
+        raise InvalidRequest("cut: tune=full trains every layer; leave cut out", code="invalid_parameter")
     names = auto_candidates(services.settings) if choice.requested == AUTO else [choice.spec.name]
     for name in names:
         try:

@@ -331,6 +331,9 @@ function tuningText(tuning) {
   }
   const scores = tuning.validation_accuracy;
   if (!scores) return "";
+  if (tuning.cut === "full") {
+    return `Fine-tuned end to end (${tuning.epochs} epochs): ${percent(scores.top)} on ${tuning.validation_count} training photos held out.`;
+  }
   const kept = tuning.kept === "top" ? `kept the tuned ${tuning.cut}` : "kept the head";
   return `Tuned ${tuning.cut} (${tuning.epochs} epochs): ${percent(scores.head)} → ${percent(scores.top)} on ${tuning.validation_count} training photos held out (head only → tuned); ${kept}.`;
 }
