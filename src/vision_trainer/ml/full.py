@@ -162,6 +162,34 @@ def train_full(
     )
 
 
+class TimeEstimate:
+    """Logs how long the fine-tuning should take, from the steps after the first (which pays for warming
+    up) up to the third, or the whole first epoch when it is shorter."""
+
+    def __init__(self, device: str, epochs: int, photos: int, tested: int, hooks: TrainingHooks) -> None:
+        self.device, self.epochs, self.photos, self.tested, self.hooks = device, epochs, photos, tested, hooks
+        self.batches, self.mark, self.marked = 0, time.perf_counter(), 0
+
+    def batch_done(self, seen: int, *, last: bool) -> bool:
+        """Count a finished training step; True once the estimate is logged."""
+        self.batches += 1
+        now = time.perf_counter()
+        if self.batches == 1 and not last:
+            self.mark, self.marked = now, seen
+            return False
+        if self.batches < 4 and not last:
+            return False
+        per_photo = (now - self.mark) / max(seen - self.marked, 1)
+        # a forward pass alone (the test photos every epoch, then every photo once) is about a third of a step
+        forwards = self.epochs * self.tested + 2 * self.photos + self.tested
+        expected = per_photo * (self.epochs * self.photos + forwards / 3)
+        self.hooks.log(
+            f"Fine-tuning end to end on {self.device}: about {expected:.0f} s for {self.epochs} epochs of "
+            f"{self.photos} photos ({1 / per_photo:.1f} photos/s); tune=top is a fraction of that"
+        )
+        return True
+
+
 def fit_full(
     network: Network,
     train: Sequence[LabelledImage],
@@ -172,7 +200,7 @@ def fit_full(
 ) -> list[dict[str, float]]:
     """The epochs: AdamW (the pretrained layers at ``layer_lr_share`` of the head's rate), a cosine schedule,
     cross-entropy, BatchNorm statistics kept (as ``fit_top``), a fresh augmented view of every photo each
-    epoch; after the first batch the log gives the expected time."""
+    epoch; after a few steps the log gives the expected time (``TimeEstimate``)."""
     top, head = network.top, network.head
     for param in (*top.parameters(), *head.parameters()):
         param.requires_grad = True
@@ -189,7 +217,7 @@ def fit_full(
     loss_fn = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(network.device))
     y_test = labels_of(test)
     history: list[dict[str, float]] = []
-    started = time.perf_counter()
+    estimate, estimated = TimeEstimate(network.device, recipe.epochs, len(train), len(test), hooks), False
     for epoch in range(1, recipe.epochs + 1):
         top.eval()  # BatchNorm keeps its statistics; every layer still trains
         loss_sum, correct, seen = 0.0, 0, 0
@@ -208,16 +236,8 @@ def fit_full(
             loss_sum += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
-            if epoch == 1 and seen == len(labels):
-                per_photo = (time.perf_counter() - started) / seen
-                # a forward pass alone (the test photos every epoch, then every photo once) is about a
-                # third of a training step
-                forwards = recipe.epochs * len(test) + 2 * len(train) + len(test)
-                expected = per_photo * (recipe.epochs * len(train) + forwards / 3)
-                hooks.log(
-                    f"Fine-tuning end to end on {network.device}: about {expected:.0f} s for {recipe.epochs} "
-                    f"epochs of {len(train)} photos ({1 / per_photo:.1f} photos/s); tune=top is a fraction of that"
-                )
+            if epoch == 1 and not estimated:
+                estimated = estimate.batch_done(seen, last=seen == len(train))
         _, test_logits = network.outputs(test, hooks)
         test_acc = float((test_logits.argmax(1) == y_test).float().mean()) if len(y_test) else 0.0
         row = {

@@ -126,9 +126,9 @@ def train_top(
         extraction.flush()
     hooks.log(f"Activations at {cut.name}: {extraction.computed} computed, {extraction.reused} reused")
     frozen = build_top(backbone, cut, shape)
-    with single_threaded(a_fit.device.type == "cpu"):
-        # the head-only candidate, on the frozen top's output: the backbone's own features
-        f_fit, f_val, f_test = (top_outputs(frozen, a) for a in (a_fit, a_val, a_test))
+    # the head-only candidate, on the frozen top's output: the backbone's own features (convolutions over
+    # every photo's activations: worth all the threads, unlike the head's small steps)
+    f_fit, f_val, f_test = (top_outputs(frozen, a) for a in (a_fit, a_val, a_test))
     factors = layout.scale(f_fit, recipe.depth)
     torch.manual_seed(recipe.seed)
     head = nn.Linear(f_fit.shape[1], len(class_names))
@@ -200,11 +200,10 @@ def train_top(
     metrics["feature_depth"] = {"depth": recipe.depth, "columns": int(f_fit.shape[1]), "layout": layout.tag()}
     with torch.no_grad():
         tuned_head.weight.copy_(fold_scale(tuned_head.weight, factors))
-    with single_threaded(a_fit.device.type == "cpu"):
-        views = 1 + recipe.augment_views  # the plain view of each photo comes first
-        x_train = torch.cat([top_outputs(top, a_fit[::views]), top_outputs(top, a_val)])
-        y_train = torch.cat([y_fit[::views], y_val])
-        embed = (x_train, y_train, top_outputs(top, a_test))
+    views = 1 + recipe.augment_views  # the plain view of each photo comes first
+    x_train = torch.cat([top_outputs(top, a_fit[::views]), top_outputs(top, a_val)])
+    y_train = torch.cat([y_fit[::views], y_val])
+    embed = (x_train, y_train, top_outputs(top, a_test))
     return Tuned(
         "top",
         summary,
